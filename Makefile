@@ -1,0 +1,47 @@
+# One command to set up and run a benchmark cell, one to set up and test.
+# Targets create .venv and install into it when needed (re-installs when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU wheel keeps a fresh set-up small; set TORCH_SPEC=torch for your platform's default build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+export MLFLOW_DISABLE_TELEMETRY ?= true
+
+.PHONY: setup bench test ui report check lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev,launchers]"
+	touch $(STAMP)
+
+bench: setup
+	$(BIN)/bench +method=pinn +problem=burgers
+
+test: setup
+	$(BIN)/pytest -q
+
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/results/mlflow.db \
+		--default-artifact-root $(CURDIR)/results/mlartifacts --port 5000
+
+report: setup
+	$(BIN)/bench-report
+
+check: setup
+	$(BIN)/bench-check
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) outputs multirun results/cache results/check

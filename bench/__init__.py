@@ -1,0 +1,1 @@
+"""physbench harness: runs registered methods on registered problems under equal budgets."""

@@ -1,0 +1,60 @@
+"""The `bench` command: one Hydra app for a single cell or a multirun grid.
+
+bench +method=pinn +problem=burgers
+bench -m +method=pinn +problem=burgers seed=0,1,2 budget=smoke
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict
+
+from bench.console import console, print_summary
+from bench.registry import CONF_DIR, methods, problems, yaml_options
+from bench.run import EXIT, execute
+
+
+def _missing(group: str) -> str:
+    return (
+        f"no {group} chosen: add +{group}=<name>, e.g. "
+        f"`bench +method=pinn +problem=burgers`. Available {group}s: "
+        + ", ".join(yaml_options(group))
+    )
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> int:
+    hc = HydraConfig.get()
+    choices = hc.runtime.choices
+    method, problem = choices.get("method"), choices.get("problem")
+    for group, name, table in (("method", method, methods()), ("problem", problem, problems())):
+        if name is None:
+            console.print(_missing(group), markup=False)
+            sys.exit(2)
+        if name not in table:  # a YAML file without a registered class
+            console.print(
+                f"{group} {name!r} has a config but no registered class; registered {group}s: "
+                + ", ".join(sorted(table)),
+                markup=False,
+            )
+            sys.exit(2)
+    multirun = hc.mode == RunMode.MULTIRUN
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    record = execute(
+        cfg, method, problem, hc.runtime.output_dir, choices.get("budget", "custom"), multirun
+    )
+    if record["status"] != "not_applicable":
+        print_summary(record)
+    code = EXIT[record["status"]]
+    if multirun:
+        if code:  # Hydra records the failure, finishes the other jobs, then exits 1
+            raise RuntimeError(f"{method}/{problem}: {record['status']}: {record['message']}")
+        return code
+    if code:
+        sys.exit(code)
+    return code

@@ -1,0 +1,143 @@
+"""The harness side of `report`: budget accounting, scheduled evaluation, the training curve.
+
+`Monitor` is what `Method.fit` receives as `report`. It keeps the training clock (paused while
+the harness evaluates, so evaluation never eats a method's budget), counts steps and function
+evaluations, evaluates the latest predictor on the reference every `eval_every` steps, records
+one curve row per evaluation, and tells the method to stop when a cap is hit or the loss is no
+longer finite. Observers (progress display, MLflow) get every curve row as it is written.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from bench import metrics
+from methods.base import Budget, Predictor
+from problems.base import Reference
+
+Row = dict[str, float]
+
+
+class Monitor:
+    """Implements the `Report` protocol of `methods.base` for one run."""
+
+    def __init__(
+        self,
+        budget: Budget,
+        reference: Reference,
+        observers: list[Callable[[Row], Any]] | None = None,
+        ticker: Callable[[Monitor], Any] | None = None,
+    ) -> None:
+        self.budget = budget
+        self.reference = reference
+        self.observers = list(observers or [])
+        self.ticker = ticker  # called after every step (progress display)
+        self.step = 0
+        self.evals = 0
+        self.scalars: dict[str, float] = {}
+        self.curve: list[Row] = []
+        self.predictor: Predictor | None = None
+        self.stop_reason: str | None = None
+        self.diverged = False
+        self.eval_seconds = 0.0
+        self._t0: float | None = None
+        self._last_eval_step = -1
+
+    # -- clock ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the training clock (the harness calls this just before `fit`)."""
+        self._t0 = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        """Training seconds so far, excluding the harness's own evaluations."""
+        if self._t0 is None:
+            return 0.0
+        return time.perf_counter() - self._t0 - self.eval_seconds
+
+    # -- the Report protocol ----------------------------------------------------------------
+    def __call__(
+        self,
+        step: int,
+        *,
+        evals: int | None = None,
+        predictor: Predictor | None = None,
+        **scalars: float,
+    ) -> bool:
+        if self._t0 is None:
+            self.start()
+        self.step = int(step)
+        self.evals = int(evals) if evals is not None else self.step
+        if predictor is not None:
+            self.predictor = predictor
+        self.scalars = {k: float(v) for k, v in scalars.items()}
+        if any(not math.isfinite(v) for v in self.scalars.values()):
+            self.diverged = True
+            self.stop_reason = "diverged"
+            self.evaluate()
+            return True
+        if self.step % self.budget.eval_every == 0:
+            self.evaluate()
+        reason = self._cap_hit()
+        if self.ticker is not None:
+            self.ticker(self)
+        if reason:
+            self.stop_reason = reason
+            return True
+        return False
+
+    def fraction_used(self) -> float:
+        """The largest fraction of any cap used so far (drives the progress bar and ETA)."""
+        b = self.budget
+        parts = [self.step / b.steps]
+        if b.evals is not None:
+            parts.append(self.evals / b.evals)
+        if b.seconds is not None:
+            parts.append(self.seconds / b.seconds)
+        return min(max(parts), 1.0)
+
+    def evals_left(self) -> int | None:
+        return None if self.budget.evals is None else max(self.budget.evals - self.evals, 0)
+
+    def _cap_hit(self) -> str | None:
+        b = self.budget
+        if self.step >= b.steps:
+            return "steps"
+        if b.evals is not None and self.evals >= b.evals:
+            return "evals"
+        if b.seconds is not None and self.seconds >= b.seconds:
+            return "seconds"
+        return None
+
+    # -- evaluation -----------------------------------------------------------------------
+    def evaluate(self) -> Row | None:
+        """Score the latest predictor on the reference and append a curve row (once per step)."""
+        if self.step == self._last_eval_step:
+            return self.curve[-1] if self.curve else None
+        t = time.perf_counter()
+        row: Row = {"step": self.step, "seconds": self.seconds, "evals": self.evals}
+        row.update(self.scalars)
+        if self.predictor is not None:
+            pred = np.asarray(self.predictor(self.reference.points), dtype=np.float64)
+            row["rel_l2"] = (
+                metrics.rel_l2(pred, self.reference.values)
+                if np.all(np.isfinite(pred))
+                else float("nan")
+            )
+        self.eval_seconds += time.perf_counter() - t
+        self._last_eval_step = self.step
+        self.curve.append(row)
+        for obs in self.observers:
+            obs(row)
+        return row
+
+    def finish(self) -> None:
+        """Close the curve with a row at the final step, and name why training ended."""
+        if self.stop_reason is None:
+            self.stop_reason = "method"  # the method ended on its own schedule
+        self.evaluate()

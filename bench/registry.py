@@ -1,0 +1,126 @@
+"""Registries of problems and methods, keyed by their YAML option names.
+
+Each problem or method module registers its class with a decorator:
+
+    @register_problem("burgers")
+    class Burgers(Problem): ...
+
+The YAML file `conf/problem/burgers.yaml` holds its hyper-parameters only. `build_problem` and
+`build_method` compose the YAML with overrides and return the same objects the CLI builds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+
+from methods.base import Method
+from problems.base import ConfigError, Problem
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+PROBLEMS: dict[str, type[Problem]] = {}
+METHODS: dict[str, type[Method]] = {}
+
+T = TypeVar("T")
+_SKIP = {"base", "fields", "nets", "training"}
+_loaded = False
+
+
+def _register(table: dict[str, type], kind: str, name: str) -> Callable[[type[T]], type[T]]:
+    def deco(cls: type[T]) -> type[T]:
+        if name in table and table[name] is not cls:
+            raise ValueError(f"{kind} {name!r} is registered twice ({table[name]} and {cls})")
+        cls.name = name  # type: ignore[attr-defined]
+        table[name] = cls
+        return cls
+
+    return deco
+
+
+def register_problem(name: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator: make a Problem available as `+problem=<name>`."""
+    return _register(PROBLEMS, "problem", name)
+
+
+def register_method(name: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator: make a Method available as `+method=<name>`."""
+    return _register(METHODS, "method", name)
+
+
+def load_all() -> None:
+    """Import every module in `problems/` and `methods/` so their decorators run."""
+    global _loaded
+    if _loaded:
+        return
+    for pkg_name in ("problems", "methods"):
+        pkg = importlib.import_module(pkg_name)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if info.name not in _SKIP and not info.name.startswith("_"):
+                importlib.import_module(f"{pkg_name}.{info.name}")
+    _loaded = True
+
+
+def problems() -> dict[str, type[Problem]]:
+    load_all()
+    return PROBLEMS
+
+
+def methods() -> dict[str, type[Method]]:
+    load_all()
+    return METHODS
+
+
+def yaml_options(group: str) -> list[str]:
+    """Option names of a config group, from the YAML files in `conf/<group>/`."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _lookup(table: dict[str, type[T]], kind: str, name: str) -> type[T]:
+    if name not in table:
+        avail = ", ".join(sorted(table)) or "(none registered)"
+        raise ConfigError(f"unknown {kind} {name!r}; available {kind}s: {avail}")
+    return table[name]
+
+
+def _construct(cls: type[T], kind: str, name: str, params: dict[str, Any]) -> T:
+    """Call `cls(**params)`, turning unknown or ill-typed keys into a ConfigError."""
+    sig = inspect.signature(cls.__init__)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    known = [n for n in sig.parameters if n != "self"]
+    unknown = sorted(set(params) - set(known))
+    if unknown and not takes_any:
+        raise ConfigError(
+            f"unknown key(s) {[f'{kind}.{k}' for k in unknown]} for {kind} {name!r}; "
+            f"valid keys: {', '.join(known)}"
+        )
+    try:
+        return cls(**params)
+    except ConfigError as e:
+        raise ConfigError(f"{kind} {name!r}: {e}") from None
+
+
+def _compose(group: str, name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    path = CONF_DIR / group / f"{name}.yaml"
+    base = OmegaConf.load(path) if path.exists() else OmegaConf.create({})
+    merged = OmegaConf.merge(base, OmegaConf.create(overrides))
+    out = OmegaConf.to_container(merged, resolve=True)
+    return dict(out or {})
+
+
+def build_problem(name: str, **overrides: Any) -> Problem:
+    """The problem `name` with its YAML hyper-parameters, updated by `overrides`."""
+    cls = _lookup(problems(), "problem", name)
+    return _construct(cls, "problem", name, _compose("problem", name, overrides))
+
+
+def build_method(name: str, **overrides: Any) -> Method:
+    """The method `name` with its YAML hyper-parameters, updated by `overrides`."""
+    cls = _lookup(methods(), "method", name)
+    return _construct(cls, "method", name, _compose("method", name, overrides))

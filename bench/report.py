@@ -1,0 +1,294 @@
+"""`bench-report`: the leaderboard, read back from any MLflow store.
+
+One row per (problem, method, budget): the median final `rel_l2` over seeds with its min–max
+spread, the median training seconds and the number of seeds, plus counts of runs that diverged,
+failed or were killed. Writes `leaderboard.md`, `leaderboard.csv` and one error-vs-time figure
+per problem. Table building is pure (a long-format frame of runs in, a table out) so it can be
+tested without a store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bench.tracking import PARENT_TAG, REPO, resolve_uri
+
+KEYS = ["problem", "method", "budget"]
+TROUBLE = ["diverged", "failed", "killed"]  # statuses counted, never averaged
+
+
+# -- pure table building ------------------------------------------------------------------------
+def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """A long-format frame, one row per run, from MLflow's `Run.to_dictionary()` records.
+
+    Columns: run_id, start_time, method, problem, budget, seed, status, rel_l2, train_seconds,
+    is_parent, and `tags.<key>` for every tag (for `--tag` filters).
+    """
+    rows = []
+    for r in records:
+        info, tags, mets = r["info"], r["data"].get("tags", {}), r["data"].get("metrics", {})
+        row = {k: tags.get(k) for k in ("method", "problem", "seed", "status")}
+        row["budget"] = tags.get("budget", "?")
+        row |= {"run_id": info["run_id"], "start_time": info.get("start_time") or 0}
+        row |= {"rel_l2": mets.get("rel_l2", np.nan), "train_seconds": mets.get("train_seconds")}
+        row["is_parent"] = tags.get(PARENT_TAG) == "true"
+        row |= {f"tags.{k}": v for k, v in tags.items()}
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=None if rows else ["run_id", "is_parent", *KEYS])
+    for col in ("rel_l2", "train_seconds", "seed"):
+        df[col] = pd.to_numeric(df.get(col), errors="coerce")
+    return df
+
+
+def select_runs(
+    df: pd.DataFrame, budget: str | None = None, tags: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """Cells only (no parent runs, no foreign runs), filtered; the latest run of each seed wins."""
+    keep = ~df["is_parent"].astype(bool) & df["method"].notna() & df["problem"].notna()
+    if budget is not None:
+        keep &= df["budget"] == budget
+    for k, v in (tags or {}).items():
+        col = f"tags.{k}"
+        keep &= df[col].astype(str) == v if col in df else False
+    out = df[keep].sort_values("start_time")
+    return out.drop_duplicates([*KEYS, "seed"], keep="last").reset_index(drop=True)
+
+
+def leaderboard(df: pd.DataFrame, statuses: Sequence[str] = ("ok",)) -> pd.DataFrame:
+    """Per (problem, method, budget): median/min/max rel_l2 and median train seconds over the
+    runs whose status is in `statuses`, their seed count, and counts of troubled runs.
+    Sorted by problem, then budget, then median rel_l2 (best first)."""
+    cols = [*KEYS, "rel_l2_median", "rel_l2_min", "rel_l2_max", "train_seconds_median", "n_seeds"]
+    cols += [f"n_{s}" for s in TROUBLE]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    good = df[df["status"].isin(statuses)]
+    agg = good.groupby(KEYS, dropna=False).agg(
+        rel_l2_median=("rel_l2", "median"),
+        rel_l2_min=("rel_l2", "min"),
+        rel_l2_max=("rel_l2", "max"),
+        train_seconds_median=("train_seconds", "median"),
+        n_seeds=("seed", "nunique"),
+    )
+    counts = pd.crosstab([df[k] for k in KEYS], df["status"]).reindex(columns=TROUBLE, fill_value=0)
+    counts.columns = [f"n_{s}" for s in TROUBLE]
+    counts = counts[counts.sum(axis=1) > 0]  # cells with only troubled runs still get a row
+    table = agg.join(counts, how="outer").reset_index()
+    ints = ["n_seeds", *counts.columns]
+    table[ints] = table[ints].fillna(0).astype(int)
+    return table.sort_values(["problem", "budget", "rel_l2_median"], na_position="last")[cols]
+
+
+# -- formatting ---------------------------------------------------------------------------------
+def _sci(v: float) -> str:
+    return "—" if pd.isna(v) else f"{v:.2e}"
+
+
+def display_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells shared by the console and the markdown table."""
+    multi_budget = table["budget"].nunique(dropna=False) > 1
+    trouble = [s for s in TROUBLE if table[f"n_{s}"].sum() > 0]
+    header = ["problem", "method", *(["budget"] if multi_budget else [])]
+    header += ["rel_l2 median", "rel_l2 min–max over seeds", "train [s] median", "seeds"]
+    header += trouble
+    rows = []
+    for r in table.itertuples(index=False):
+        row = [str(r.problem), str(r.method), *([str(r.budget)] if multi_budget else [])]
+        spread = f"{_sci(r.rel_l2_min)} – {_sci(r.rel_l2_max)}" if r.n_seeds else "—"
+        secs = "—" if pd.isna(r.train_seconds_median) else f"{r.train_seconds_median:.1f}"
+        row += [_sci(r.rel_l2_median), spread, secs, str(r.n_seeds)]
+        row += [str(getattr(r, f"n_{s}")) for s in trouble]
+        rows.append(row)
+    return header, rows
+
+
+def _numeric(header: str) -> bool:
+    return header.startswith(("rel", "train", "seeds")) or header in TROUBLE
+
+
+def to_markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    align = ["---:" if _numeric(h) else "---" for h in header]
+    return "\n".join([line(header), line(align), *map(line, rows)]) + "\n"
+
+
+def rich_table(header: Sequence[str], rows: Sequence[Sequence[str]], title: str) -> Table:
+    table = Table(title=escape(title), box=box.SIMPLE_HEAVY, title_justify="left")
+    for h in header:
+        table.add_column(escape(h), justify="right" if _numeric(h) else "left")
+    for row in rows:
+        table.add_row(*map(escape, row))
+    return table
+
+
+# -- the store ----------------------------------------------------------------------------------
+class StoreError(Exception):
+    """The store or experiment cannot be read; the message says why, for the user."""
+
+
+def load_runs(uri: str, experiments: Sequence[str] | None) -> tuple[Any, pd.DataFrame]:
+    """The client and a `runs_frame` of every active run in `experiments` (None: all)."""
+    db = uri[len("sqlite:///") :].split("?")[0] if uri.startswith("sqlite:///") else None
+    if db and not Path(db).exists():
+        raise StoreError(f"no MLflow store at {db} (run `bench` first, or pass --tracking-uri)")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        known = {e.name: e.experiment_id for e in client.search_experiments(max_results=None)}
+        missing = [e for e in experiments or [] if e not in known]
+        if missing:
+            avail = ", ".join(sorted(known)) or "(none)"
+            raise StoreError(f"no experiment {', '.join(missing)} in {uri}; available: {avail}")
+        ids = [known[e] for e in experiments] if experiments else list(known.values())
+        records, token = [], None
+        while ids:
+            page = client.search_runs(ids, max_results=1000, page_token=token)
+            records += [r.to_dictionary() for r in page]
+            token = page.token
+            if not token:
+                break
+    except MlflowException as e:
+        raise StoreError(
+            f"cannot read the MLflow store {uri}: {e.message.splitlines()[0]}"
+        ) from None
+    return client, runs_frame(records)
+
+
+def curves(client: Any, run_ids: Iterable[str]) -> dict[str, pd.DataFrame]:
+    """Per run: its `eval/seconds` and `eval/rel_l2` histories joined on step."""
+    out = {}
+    for rid in run_ids:
+        hist = {
+            key: pd.Series({m.step: m.value for m in client.get_metric_history(rid, f"eval/{key}")})
+            for key in ("seconds", "rel_l2")
+        }
+        frame = pd.DataFrame(hist).dropna()
+        if not frame.empty:
+            out[rid] = frame.sort_index()
+    return out
+
+
+# -- figures ------------------------------------------------------------------------------------
+def plot_problem(
+    problem: str, runs: pd.DataFrame, hist: Mapping[str, pd.DataFrame], path: Path
+) -> bool:
+    """Error vs training time for every method on one problem: a thin line per seed and a bold
+    line through the per-step medians over seeds. Returns False when nothing could be drawn."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend, Agg on savefig
+
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    multi_budget = runs["budget"].nunique(dropna=False) > 1
+    drawn = False
+    for i, ((method, budget), grp) in enumerate(runs.groupby(["method", "budget"], dropna=False)):
+        series = [hist[r] for r in grp["run_id"] if r in hist]
+        series = [s[s["rel_l2"] > 0] for s in series]  # log axis
+        if not any(len(s) for s in series):
+            continue
+        color = f"C{i % 10}"
+        for s in series:
+            ax.plot(s["seconds"], s["rel_l2"], color=color, alpha=0.3, lw=0.8)
+        both = pd.concat(series, keys=range(len(series)))  # index (seed, step)
+        by_step = both.groupby(level=1)
+        med = by_step.median()[by_step.size() == len(series)]  # steps that every seed reached
+        label = f"{method} ({budget})" if multi_budget else str(method)
+        label = f"{label}, median of {len(series)} seeds" if len(series) > 1 else label
+        ax.plot(med["seconds"], med["rel_l2"], color=color, lw=2, label=label)
+        drawn = True
+    if not drawn:
+        return False
+    ax.set(yscale="log", xlabel="training time [s]", ylabel="relative L2 error", title=problem)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return True
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+def _tag(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key, value
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench-report", description=__doc__.splitlines()[0])
+    add = p.add_argument
+    add("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or results/mlflow.db)")
+    add("--experiment", action="append", help="experiment name (repeatable; default physbench)")
+    add("--all-experiments", action="store_true", help="read every experiment in the store")
+    add("--budget", help="only runs with this budget (smoke, standard, paper, ...)")
+    add("--tag", action="append", type=_tag, default=[], metavar="KEY=VALUE", help="repeatable")
+    add("--status", default="ok", help="comma-separated statuses to aggregate (default: ok)")
+    add("--out", type=Path, default=REPO / "results", help="output folder (default: results/)")
+    add("--no-figures", action="store_true", help="skip the error-vs-time figures")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    wide = "COLUMNS" in os.environ or os.isatty(1)  # CI logs: 120 columns, not rich's 80
+    console = Console(highlight=False, width=None if wide else 120)
+    uri = resolve_uri(args.tracking_uri)
+    experiments = None if args.all_experiments else (args.experiment or ["physbench"])
+    statuses = [s.strip() for s in args.status.split(",") if s.strip()]
+    try:
+        client, df = load_runs(uri, experiments)
+    except StoreError as e:
+        console.print(escape(f"bench-report: {e}"))
+        return 1
+    runs = select_runs(df, args.budget, dict(args.tag))
+    table = leaderboard(runs, statuses)
+    where = f"store {uri}, experiment(s) {', '.join(experiments or ['all'])}"
+    filters = [f"budget={args.budget}"] if args.budget else []
+    filters += [f"{k}={v}" for k, v in args.tag] + [f"status in {{{', '.join(statuses)}}}"]
+    if table.empty:
+        console.print(escape(f"bench-report: no matching runs in {where} ({', '.join(filters)})"))
+        return 1
+
+    header, rows = display_rows(table)
+    title = f"physbench leaderboard ({', '.join(filters)})"
+    console.print(rich_table(header, rows, title))
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "leaderboard.csv", index=False)
+    note = (
+        f"# {title}\n\nFrom {where}. Median over seeds of the final relative L2 error and "
+        "of the training seconds; the spread is the min–max over seeds. When a seed was run "
+        "more than once, its latest run counts.\n\n"
+    )
+    (out / "leaderboard.md").write_text(note + to_markdown(header, rows))
+    written = [out / "leaderboard.md", out / "leaderboard.csv"]
+
+    if not args.no_figures:
+        chosen = runs[runs["status"].isin(statuses)]
+        hist = curves(client, chosen["run_id"])
+        for problem, grp in chosen.groupby("problem"):
+            safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(problem))
+            path = out / "figures" / f"{safe}_error_vs_time.png"
+            if plot_problem(str(problem), grp, hist, path):
+                written.append(path)
+    console.print(escape("wrote " + ", ".join(str(p) for p in written)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

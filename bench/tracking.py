@@ -1,0 +1,217 @@
+"""MLflow tracking: the store, one run per cell, the multirun parent.
+
+The default store is `sqlite:///<repo>/results/mlflow.db` with artifacts in
+`<repo>/results/mlartifacts` (absolute paths, so Hydra's output directories never scatter
+stores). `MLFLOW_TRACKING_URI` or `tracking.uri=...` points it elsewhere (a server, Postgres).
+
+Tracking never costs a run its results: every call is guarded, and when the store cannot be
+reached the run goes on, writes everything locally and says so once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[1]
+PARENT_ENV = "PHYSBENCH_PARENT_RUN_ID"
+PARENT_TAG = "physbench.parent"
+
+# Fail fast on an unreachable server instead of MLflow's minutes of retries.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def default_uri() -> str:
+    """`MLFLOW_TRACKING_URI` when set, else the repository's SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO / 'results' / 'mlflow.db'}"
+
+
+def resolve_uri(uri: str | None) -> str:
+    """The configured URI, or the default; a relative SQLite path is made absolute."""
+    uri = uri or default_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
+    return uri
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a local store keeps artifacts: `mlartifacts/` beside the SQLite file."""
+    if uri.startswith("sqlite:///"):
+        db = Path(urlparse(uri).path)
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return (db.parent / "mlartifacts").as_uri()
+    return None  # a server or database store decides for itself
+
+
+def ensure_experiment(client: Any, name: str, uri: str) -> str:
+    """The experiment's id, creating it (and a fresh store's schema) when missing."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    root = artifact_root(uri)
+    location = f"{root}/{name}" if root else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created by a concurrent job in the meantime
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_info() -> dict[str, str]:
+    """The repository's commit and whether the work tree is dirty ("unknown" outside git)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = "true" if git("status", "--porcelain", "--untracked-files=no") else "false"
+    except Exception:
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+    return {"git_commit": commit, "git_dirty": dirty}
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` → `{"a.b": 1}`; lists become their string form."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class Tracker:
+    """One MLflow run for one cell. Every method is a no-op once tracking is off or broken."""
+
+    def __init__(self, uri: str | None, experiment: str, enabled: bool = True) -> None:
+        self.uri = resolve_uri(uri)
+        self.experiment = experiment
+        self.enabled = enabled
+        self.run_id: str | None = None
+        self.error: str | None = None
+        self._client: Any = None
+
+    def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self.enabled or self.error:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # the store is unreachable or refused: keep the run going
+            self.error = f"{what}: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            return None
+
+    def start(self, run_name: str, tags: Mapping[str, str]) -> str | None:
+        def _start() -> str:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+            exp_id = ensure_experiment(self._client, self.experiment, self.uri)
+            all_tags = dict(tags)
+            parent = os.environ.get(PARENT_ENV)
+            if parent:
+                all_tags["mlflow.parentRunId"] = parent
+            run = self._client.create_run(exp_id, run_name=run_name, tags=all_tags)
+            return run.info.run_id
+
+        self.run_id = self._guard("starting the MLflow run", _start)
+        return self.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        for i in range(0, len(items), 100):
+            self._guard("logging params", self._log_batch, params=items[i : i + 100])
+
+    def log_metrics(self, values: Mapping[str, float], step: int = 0) -> None:
+        import math
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), ts, int(step))
+            for k, v in values.items()
+            if isinstance(v, int | float) and math.isfinite(float(v))
+        ]
+        for i in range(0, len(items), 1000):
+            self._guard("logging metrics", self._log_batch, metrics=items[i : i + 1000])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        self._guard("setting tags", self._log_batch, tags=items)
+
+    def log_artifacts(self, paths: Iterable[Path], subdir: str | None = None) -> None:
+        for p in paths:
+            if p.is_file():
+                self._guard(
+                    "logging artifacts", self._client.log_artifact, self.run_id, str(p), subdir
+                )
+            elif p.is_dir():
+                self._guard(
+                    "logging artifacts", self._client.log_artifacts, self.run_id, str(p), subdir
+                )
+
+    def finish(self, status: str) -> None:
+        """Close the run: FINISHED for ok/diverged/not_applicable, KILLED, or FAILED."""
+        state = {"killed": "KILLED", "failed": "FAILED"}.get(status, "FINISHED")
+        self._guard("closing the MLflow run", self._client_call, "set_terminated", state)
+
+    def _log_batch(self, **kw: Any) -> None:
+        if self.run_id:
+            self._client.log_batch(self.run_id, **kw)
+
+    def _client_call(self, name: str, *args: Any) -> None:
+        if self.run_id:
+            getattr(self._client, name)(self.run_id, *args)
+
+
+class MultirunParent(Callback):
+    """Hydra callback: one parent run per multirun, created before any job starts.
+
+    Creating the store, the experiment and the parent here, in the launcher process, means
+    parallel jobs never race to create a fresh SQLite schema. Jobs find the parent's id in
+    `PHYSBENCH_PARENT_RUN_ID` and log as its children.
+    """
+
+    def __init__(self) -> None:
+        self.tracker: Tracker | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        tcfg = config.get("tracking", {})
+        if not tcfg.get("enabled", True):
+            return
+        self.tracker = Tracker(tcfg.get("uri"), tcfg.get("experiment", "physbench"))
+        sweep_dir = str(config.hydra.sweep.dir)
+        run_id = self.tracker.start(
+            f"sweep/{Path(sweep_dir).parent.name}/{Path(sweep_dir).name}",
+            {PARENT_TAG: "true", "sweep_dir": str(Path(sweep_dir).resolve()), **git_info()},
+        )
+        if run_id:
+            os.environ[PARENT_ENV] = run_id
+        else:
+            print(f"physbench: MLflow parent run not created ({self.tracker.error})")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.tracker and self.tracker.run_id:
+            self.tracker.finish("ok")
+            os.environ.pop(PARENT_ENV, None)

@@ -1,0 +1,1 @@
+"""Methods, one module each, plus shared building blocks (`nets`, optimisation)."""

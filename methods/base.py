@@ -1,0 +1,177 @@
+"""The Method interface, the Budget every method respects, and the Predictor it returns.
+
+A method declares the problem capabilities it `needs` and implements
+`fit(problem, budget, report) -> Predictor`. It calls `report(step, ...)` after every optimiser
+step; the harness logs, evaluates on its schedule, and answers True when the budget is spent.
+A method never sees reference values and never scores itself.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from problems.base import ConfigError, Fields, Problem
+
+__all__ = ["Budget", "ConfigError", "Method", "Predictor", "Report", "TorchPredictor"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Caps on one run; whichever is hit first ends training.
+
+    Arguments:
+        name: preset name (`smoke`, `standard`, `paper`) or `custom`.
+        steps: optimiser steps (Adam steps plus L-BFGS iterations).
+        evals: loss-and-gradient evaluations (L-BFGS line-search evaluations count).
+        seconds: wall-clock training time.
+        eval_every: the harness evaluates on the reference every this many steps.
+        samples: training samples, for operator learners.
+    """
+
+    name: str = "custom"
+    steps: int = 1000
+    evals: int | None = None
+    seconds: float | None = None
+    eval_every: int = 100
+    samples: int | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "evals", "eval_every", "samples"):
+            v = getattr(self, key)
+            if v is None and key in ("steps", "eval_every"):
+                raise ConfigError(f"budget.{key} must be set (a positive integer)")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+                raise ConfigError(f"budget.{key} must be a positive integer, got {v!r}")
+        s = self.seconds
+        if s is not None and (
+            isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s) or s <= 0
+        ):
+            raise ConfigError(f"budget.seconds must be a positive number of seconds, got {s!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], name: str = "custom") -> Budget:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown budget key(s) {unknown}; valid keys are {sorted(known - {'name'})}"
+            )
+        return cls(**{"name": name, **d})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Report(Protocol):
+    """The harness's callback, passed to `Method.fit`.
+
+    `report(step, evals=..., predictor=..., **scalars)` records the scalars (loss terms) at
+    `step`, evaluates `predictor` on the reference when the schedule says so, and returns True
+    when the method must stop (a budget cap is hit). `evals` is the cumulative count of loss
+    evaluations; `predictor` need only be passed once (the latest one is kept).
+    `report.evals_left()` tells an optimiser with inner evaluations (L-BFGS) how many remain.
+    """
+
+    def __call__(
+        self,
+        step: int,
+        *,
+        evals: int | None = None,
+        predictor: Predictor | None = None,
+        **scalars: float,
+    ) -> bool: ...
+
+    def evals_left(self) -> int | None: ...
+
+
+class Predictor(ABC):
+    """Maps evaluation points `[N, d]` to predictions `[N, k]` (numpy, float64)."""
+
+    @abstractmethod
+    def __call__(self, points: np.ndarray) -> np.ndarray: ...
+
+    def fields(self, points: Tensor) -> Fields | None:
+        """A differentiable view at `points` for residual scoring, or None if not available."""
+        return None
+
+    def n_params(self) -> int:
+        return 0
+
+
+class TorchPredictor(Predictor):
+    """A predictor around a torch module mapping `[N, d]` to `[N, k]`."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        axes: tuple[str, ...],
+        names: tuple[str, ...],
+        batch: int = 65_536,
+    ) -> None:
+        self.model = model
+        self.axes = axes
+        self.names = names
+        self.batch = batch
+
+    @property
+    def _like(self) -> Tensor:
+        return next(self.model.parameters())
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        like = self._like
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(points), self.batch):
+                x = torch.as_tensor(points[i : i + self.batch], dtype=like.dtype, device=like.device)
+                out.append(self.model(x).double().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.names)))
+
+    def fields(self, points: Tensor) -> Fields:
+        like = self._like
+        x = points.to(dtype=like.dtype, device=like.device).detach().requires_grad_(True)
+        return Fields(x, self.axes, self.names, model=self.model, create_graph=False)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+class Method(ABC):
+    """Base class for methods. The constructor takes the YAML hyper-parameters as keywords.
+
+    The harness sets `device`, `dtype` and `seed` before calling `fit`.
+    """
+
+    name: str = ""
+    needs: ClassVar[frozenset[str]] = frozenset({"residual"})
+
+    def __init__(self) -> None:
+        self.device = torch.device("cpu")
+        self.dtype = torch.float64
+        self.seed = 0
+
+    @abstractmethod
+    def fit(self, problem: Problem, budget: Budget, report: Report) -> Predictor:
+        """Train on `problem` within `budget`, calling `report` after every step."""
+
+    def applicable(self, problem: Problem) -> str | None:
+        """None when this method can run on `problem`, else a one-line reason why not."""
+        missing = sorted(self.needs - problem.capabilities)
+        if missing:
+            return (
+                f"method {self.name!r} needs {missing}, which problem {problem.name!r} "
+                f"does not provide (it has {sorted(problem.capabilities)})"
+            )
+        return None
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator seeded from the run's seed (for reproducible sampling)."""
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1_000_003 + offset)
+        return g

@@ -1,0 +1,219 @@
+"""Shared network building blocks for pointwise methods (PINN and its variants).
+
+A `Net` maps raw coordinates `[N, d]` to outputs `[N, k]`: it normalises the coordinates to
+[-1, 1] from the problem's box (so predictors take raw points), optionally lifts them with
+random Fourier features, and applies a body: a plain `MLP` or the `ModifiedMLP` of Wang, Teng &
+Perdikaris (2021). The pieces are deliberately few and explicit, because the forward-mode
+derivative backend (`methods/taylor.py`) propagates Taylor coefficients through exactly them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from problems.base import Box, ConfigError
+
+__all__ = [
+    "ACTIVATIONS",
+    "NETS",
+    "FourierFeatures",
+    "MLP",
+    "ModifiedMLP",
+    "Net",
+    "Normalize",
+    "build_net",
+]
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"tanh": torch.tanh, "sin": torch.sin}
+NETS = ("mlp", "modified_mlp")
+
+
+def _xavier(layer: nn.Linear, generator: torch.Generator | None, bias: bool = False) -> None:
+    """Xavier-normal weights; zero bias, or a Xavier-normal bias (`xavier_init([1, width])`)."""
+    nn.init.xavier_normal_(layer.weight, generator=generator)
+    with torch.no_grad():
+        if bias:
+            std = (2.0 / (1 + layer.out_features)) ** 0.5
+            layer.bias.normal_(0.0, std, generator=generator)
+        else:
+            layer.bias.zero_()
+
+
+class Normalize(nn.Module):
+    """Affine map of each coordinate from `[lo, hi]` to `[-1, 1]`: `x * scale + shift`."""
+
+    def __init__(self, lo: Sequence[float], hi: Sequence[float]) -> None:
+        super().__init__()
+        lo_t = torch.as_tensor(lo, dtype=torch.float64)
+        hi_t = torch.as_tensor(hi, dtype=torch.float64)
+        if torch.any(hi_t <= lo_t):
+            raise ValueError(f"box bounds must have hi > lo, got lo={lo}, hi={hi}")
+        scale = 2.0 / (hi_t - lo_t)
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", -1.0 - lo_t * scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale + self.shift
+
+
+class FourierFeatures(nn.Module):
+    """Random Fourier features `[cos(x B), sin(x B)]` with fixed `B ~ N(0, scale^2)`, `[d, m]`."""
+
+    def __init__(
+        self, in_dim: int, n_features: int, scale: float, generator: torch.Generator | None
+    ) -> None:
+        super().__init__()
+        B = torch.randn(in_dim, n_features, generator=generator, dtype=torch.float64) * scale
+        self.register_buffer("B", B)
+
+    @property
+    def out_dim(self) -> int:
+        return 2 * self.B.shape[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = x @ self.B
+        return torch.cat([torch.cos(z), torch.sin(z)], dim=-1)
+
+
+class MLP(nn.Module):
+    """`depth` hidden layers of `width` units with activation `activation`, then a linear layer.
+
+    Xavier-normal weights and zero biases (Glorot & Bengio; as in Raissi's PINN code).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        width: int,
+        depth: int,
+        activation: str = "tanh",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.activation = activation
+        self.act = ACTIVATIONS[activation]
+        sizes = [in_dim] + [width] * depth + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        for layer in self.layers:
+            _xavier(layer, generator)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x
+        for layer in self.layers[:-1]:
+            h = self.act(layer(h))
+        return self.layers[-1](h)
+
+    def main_weights(self) -> list[Tensor]:
+        """Weight matrices of the layer stack (what learning-rate annealing looks at)."""
+        return [layer.weight for layer in self.layers]
+
+
+class ModifiedMLP(nn.Module):
+    """The modified MLP of Wang, Teng & Perdikaris (2021), gating from the first layer.
+
+        U = act(X W_U + b_U),  V = act(X W_V + b_V)
+        H = X;  for each hidden layer: Z = act(H W + b);  H = Z * U + (1 - Z) * V
+        out = H W_out + b_out
+
+    Encoder biases are Xavier-initialised like their code; all other biases start at zero.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        width: int,
+        depth: int,
+        activation: str = "tanh",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.activation = activation
+        self.act = ACTIVATIONS[activation]
+        self.encoder_u = nn.Linear(in_dim, width)
+        self.encoder_v = nn.Linear(in_dim, width)
+        sizes = [in_dim] + [width] * depth + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        for layer in self.layers:
+            _xavier(layer, generator)
+        _xavier(self.encoder_u, generator, bias=True)
+        _xavier(self.encoder_v, generator, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        u = self.act(self.encoder_u(x))
+        v = self.act(self.encoder_v(x))
+        h = x
+        for layer in self.layers[:-1]:
+            z = self.act(layer(h))
+            h = v + z * (u - v)
+        return self.layers[-1](h)
+
+    def main_weights(self) -> list[Tensor]:
+        """Weight matrices of the layer stack, encoders excluded (as in their LRA code)."""
+        return [layer.weight for layer in self.layers]
+
+
+class Net(nn.Module):
+    """Raw coordinates -> `Normalize` -> optional `FourierFeatures` -> body (MLP/ModifiedMLP)."""
+
+    def __init__(self, norm: Normalize, features: FourierFeatures | None, body: nn.Module) -> None:
+        super().__init__()
+        self.norm = norm
+        self.features = features
+        self.body = body
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm(x)
+        if self.features is not None:
+            h = self.features(h)
+        return self.body(h)
+
+    def main_weights(self) -> list[Tensor]:
+        return self.body.main_weights()
+
+
+def build_net(
+    domain: Box,
+    out_dim: int,
+    *,
+    kind: str = "mlp",
+    width: int = 20,
+    depth: int = 8,
+    activation: str = "tanh",
+    fourier_features: int = 0,
+    fourier_scale: float = 1.0,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+) -> Net:
+    """A `Net` for a problem with box `domain` and `out_dim` output fields.
+
+    Arguments:
+        kind: `"mlp"` or `"modified_mlp"`.
+        width, depth: hidden units per layer and number of hidden layers.
+        activation: `"tanh"` or `"sin"`.
+        fourier_features: number `m` of random Fourier frequencies (0: none; the body then sees
+            `2m` inputs).
+        fourier_scale: standard deviation of the frequencies (on coordinates in [-1, 1]).
+        generator: the source of all random initial values (for reproducible runs).
+
+    Returns:
+        The net, in `dtype` on `device`.
+    """
+    if kind not in NETS:
+        raise ConfigError(f"net must be one of {list(NETS)}, got {kind!r}")
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+    norm = Normalize(domain.lo.tolist(), domain.hi.tolist())
+    in_dim = len(domain.axes)
+    features = None
+    if fourier_features:
+        features = FourierFeatures(in_dim, fourier_features, fourier_scale, generator)
+        in_dim = features.out_dim
+    body_cls = MLP if kind == "mlp" else ModifiedMLP
+    body = body_cls(in_dim, out_dim, width, depth, activation, generator)
+    return Net(norm, features, body).to(dtype=dtype, device=device)

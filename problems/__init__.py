@@ -1,0 +1,1 @@
+"""Problem families, one module each, plus classical solvers in `problems/solvers/`."""

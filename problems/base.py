@@ -1,0 +1,253 @@
+"""The Problem interface: equations, constraints and a trusted reference.
+
+A problem knows its equations (`residual`, written against `Fields`), its constraints
+(`conditions`) and a trusted reference solution (`reference`). It knows nothing about methods or
+about the harness. Optional capabilities (`characteristics`, `operator_data`, `symbolic`,
+`solve`) are methods a problem may define; `capabilities` lists the ones it has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from problems.fields import Fields, FieldsError
+
+__all__ = [
+    "Box",
+    "Condition",
+    "ConfigError",
+    "Fields",
+    "FieldsError",
+    "OperatorData",
+    "Problem",
+    "Reference",
+    "cache_dir",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key and how to fix it."""
+
+
+OPTIONAL_CAPABILITIES = ("characteristics", "operator_data", "symbolic", "solve")
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box: `bounds[axis] = (lo, hi)`, in the problem's axis order."""
+
+    bounds: dict[str, tuple[float, float]]
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        return tuple(self.bounds)
+
+    @property
+    def lo(self) -> np.ndarray:
+        return np.array([b[0] for b in self.bounds.values()], dtype=np.float64)
+
+    @property
+    def hi(self) -> np.ndarray:
+        return np.array([b[1] for b in self.bounds.values()], dtype=np.float64)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, **fixed: float) -> Tensor:
+        """`n` uniform points `[n, d]` (float64, CPU); axes named in `fixed` are held there."""
+        u = torch.rand(n, len(self.bounds), generator=generator, dtype=torch.float64)
+        cols = []
+        for j, (axis, (lo, hi)) in enumerate(self.bounds.items()):
+            if axis in fixed:
+                cols.append(torch.full((n,), float(fixed[axis]), dtype=torch.float64))
+            else:
+                cols.append(lo + (hi - lo) * u[:, j])
+        return torch.stack(cols, dim=1)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One constraint: where it holds and what must vanish there.
+
+    Arguments:
+        name: short label used for its loss term, e.g. `"ic"`, `"bc"`.
+        sample: `(n, generator) -> [n, d]` float64 points where the condition holds.
+        residual: `Fields -> [n, m]`, zero when the condition is satisfied
+            (e.g. `u - g` for Dirichlet data, `u_x - h` for Neumann data).
+        n_points: how many points a method should sample by default.
+    """
+
+    name: str
+    sample: Callable[[int, torch.Generator | None], Tensor]
+    residual: Callable[[Fields], Tensor]
+    n_points: int
+
+
+class Reference:
+    """Trusted solution values at evaluation points, and a way to evaluate it anywhere.
+
+    Arguments:
+        points: `[N, d]` evaluation points (float64).
+        values: `[N, k]` trusted values at `points` (float64).
+        exact: a formula `[M, d] -> [M, k]`, used by `__call__` when given.
+        grid: per-axis 1-D coordinates when `points` is their `meshgrid(indexing="ij")`,
+            flattened in C order; enables interpolation and the harness's field plots.
+    """
+
+    def __init__(
+        self,
+        points: np.ndarray,
+        values: np.ndarray,
+        exact: Callable[[np.ndarray], np.ndarray] | None = None,
+        grid: Sequence[np.ndarray] | None = None,
+    ) -> None:
+        self.points = np.asarray(points, dtype=np.float64)
+        self.values = np.asarray(values, dtype=np.float64)
+        if self.values.ndim == 1:
+            self.values = self.values[:, None]
+        if self.points.shape[0] != self.values.shape[0]:
+            raise ValueError("reference points and values differ in length")
+        self.exact = exact
+        self.grid = None if grid is None else tuple(np.asarray(g, dtype=np.float64) for g in grid)
+        if self.grid is not None and np.prod([len(g) for g in self.grid]) != len(self.points):
+            raise ValueError("reference grid does not match the number of points")
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """Grid shape when the reference lives on a tensor grid."""
+        return None if self.grid is None else tuple(len(g) for g in self.grid)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        """Reference values `[M, k]` at arbitrary `points` `[M, d]`."""
+        points = np.asarray(points, dtype=np.float64)
+        if self.exact is not None:
+            return np.asarray(self.exact(points), dtype=np.float64).reshape(len(points), -1)
+        if self.grid is None:
+            raise ValueError("this reference has neither a formula nor a grid to interpolate on")
+        from scipy.interpolate import RegularGridInterpolator
+
+        vals = self.values.reshape(*self.shape, -1)
+        interp = RegularGridInterpolator(self.grid, vals, method="cubic")
+        return interp(points)
+
+
+@dataclass
+class OperatorData:
+    """Input/output samples for operator learners (see DESIGN.md)."""
+
+    inputs: np.ndarray  # [n, c_in, *grid]
+    outputs: np.ndarray  # [n, T, c_out, *grid]
+    grid: tuple[np.ndarray, ...]
+    times: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def cache_dir() -> Path:
+    """Where references and generated data are cached (`PHYSBENCH_CACHE` overrides)."""
+    env = os.environ.get("PHYSBENCH_CACHE")
+    path = Path(env) if env else Path(__file__).resolve().parents[1] / "results" / "cache"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Problem(ABC):
+    """Base class for problems. Subclasses set `axes`, `fields`, `domain` and implement
+    `residual`, `conditions` and `_compute_reference`; `reference()` caches the latter on disk.
+
+    `name` is set by the registry decorator; `params` holds the constructor's hyper-parameters
+    (the YAML values) and keys the reference cache.
+    """
+
+    name: str = ""
+    axes: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()
+    domain: Box
+    n_collocation: int = 10_000
+    reference_version: int = 1  # bump when the reference algorithm changes
+    reference_keys: tuple[str, ...] | None = None  # params the reference depends on (None: all)
+
+    def __init__(self, **params: Any) -> None:
+        self.params = dict(params)
+        self._reference: Reference | None = None
+
+    # -- equations ------------------------------------------------------------------------
+    @abstractmethod
+    def residual(self, f: Fields) -> Tensor:
+        """PDE/ODE residual `[N, k]` at the points of `f`."""
+
+    @abstractmethod
+    def conditions(self) -> list[Condition]:
+        """Initial, boundary and other constraints."""
+
+    # -- reference ------------------------------------------------------------------------
+    @abstractmethod
+    def _compute_reference(self) -> Reference:
+        """Compute the trusted reference (called once per parameter set, then cached on disk)."""
+
+    def reference(self) -> Reference:
+        """The trusted reference, cached in memory and on disk by a hash of `params`."""
+        if self._reference is None:
+            self._reference = self._load_or_compute_reference()
+        return self._reference
+
+    def _cache_key(self) -> str:
+        keys = self.params if self.reference_keys is None else self.reference_keys
+        params = {k: self.params[k] for k in keys}
+        blob = json.dumps(
+            {"name": self.name or type(self).__name__, "v": self.reference_version, **params},
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def _load_or_compute_reference(self) -> Reference:
+        path = cache_dir() / f"ref-{self.name or type(self).__name__}-{self._cache_key()}.npz"
+        if path.exists():
+            z = np.load(path)
+            grid = [z[k] for k in sorted(k for k in z.files if k.startswith("grid"))] or None
+            return Reference(z["points"], z["values"], exact=self.exact, grid=grid)
+        ref = self._compute_reference()
+        arrays = {"points": ref.points, "values": ref.values}
+        for i, g in enumerate(ref.grid or ()):
+            arrays[f"grid{i:02d}"] = g
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)  # atomic: parallel jobs never read a half-written file
+        if ref.exact is None:
+            ref.exact = self.exact
+        return ref
+
+    exact: Callable[[np.ndarray], np.ndarray] | None = None
+    """Closed-form (or quadrature) solution `[M, d] -> [M, k]`, when the problem has one."""
+
+    # -- capabilities ---------------------------------------------------------------------
+    @property
+    def capabilities(self) -> set[str]:
+        """`residual` and `reference`, plus each optional capability this problem defines."""
+        caps = {"residual", "reference"}
+        caps.update(c for c in OPTIONAL_CAPABILITIES if callable(getattr(self, c, None)))
+        return caps
+
+    @property
+    def time_dependent(self) -> bool:
+        return "t" in self.axes
+
+    def sample_interior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Uniform collocation points in the domain, `[n, d]` float64."""
+        return self.domain.sample(n, generator)
+
+    def invariants(self, points: np.ndarray, values: np.ndarray) -> dict[str, float]:
+        """Problem-specific diagnostics of a prediction (mass drift, divergence...)."""
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"

@@ -1,0 +1,138 @@
+"""The derivative API that residuals are written against.
+
+A residual reads `f.x`, `f["u"]`, `f.d("u", "x")`, `f.d("u", "x", "x")`, `f.laplacian("u")` and
+`f.grad("u")` and never calls autograd itself. Values and derivatives are computed lazily and
+cached, so a residual that names `u_x` twice pays for it once.
+
+The backend is the method's choice. `Fields` is the autograd backend; a backend that computes
+derivatives another way (forward/Taylor mode, closed form for Gaussians, sampled dimensions)
+subclasses it and overrides `_derivative`. `requested` records every derivative a residual asked
+for, so a forward-mode backend can be planned from one probing call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+
+class FieldsError(KeyError):
+    """A residual asked for a field or axis the problem does not have."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
+class Fields:
+    """Lazy, cached values and derivatives of a model's outputs at a batch of points.
+
+    Arguments:
+        points: `[N, len(axes)]` coordinates. For the autograd backend they must require grad
+            (the constructor takes care of it when `model` is given).
+        axes: coordinate names, in column order.
+        names: output field names, in column order.
+        model: maps `[N, d]` points to `[N, k]` values. Ignored when `values` is given.
+        values: precomputed `[N, k]` outputs (must be a differentiable function of `points`).
+    """
+
+    def __init__(
+        self,
+        points: Tensor,
+        axes: Sequence[str],
+        names: Sequence[str],
+        model: Callable[[Tensor], Tensor] | None = None,
+        values: Tensor | None = None,
+        create_graph: bool = True,
+    ) -> None:
+        self.axes = tuple(axes)
+        self.names = tuple(names)
+        if values is None:
+            if model is None:
+                raise ValueError("Fields needs a model or precomputed values")
+            if not points.requires_grad:
+                points = points.detach().requires_grad_(True)
+            values = model(points)
+        if values.ndim != 2 or values.shape[1] != len(self.names):
+            raise ValueError(
+                f"model output has shape {tuple(values.shape)}, expected [N, {len(self.names)}] "
+                f"for fields {self.names}"
+            )
+        self.points = points
+        self.values = values
+        self.create_graph = create_graph
+        self.requested: set[tuple[str, ...]] = set()
+        self._cache: dict[tuple[str, ...], Tensor] = {}
+
+    # -- lookups --------------------------------------------------------------------------
+    def _axis(self, axis: str) -> int:
+        try:
+            return self.axes.index(axis)
+        except ValueError:
+            raise FieldsError(
+                f"unknown axis {axis!r}; this problem's axes are {self.axes}"
+            ) from None
+
+    def _field(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise FieldsError(
+                f"unknown field {name!r}; this problem's fields are {self.names}"
+            ) from None
+
+    def __getitem__(self, name: str) -> Tensor:
+        """Values of field `name`, shape `[N]`."""
+        return self.values[:, self._field(name)]
+
+    def __getattr__(self, axis: str) -> Tensor:
+        """Coordinate column `axis` (e.g. `f.x`, `f.t`), shape `[N]`."""
+        if axis.startswith("_") or axis not in self.__dict__.get("axes", ()):
+            raise AttributeError(axis)
+        return self.points[:, self.axes.index(axis)]
+
+    @property
+    def n(self) -> int:
+        return self.points.shape[0]
+
+    # -- derivatives ----------------------------------------------------------------------
+    def d(self, name: str, *axes: str) -> Tensor:
+        """Partial derivative of field `name` along `axes` (in any order), shape `[N]`."""
+        self._field(name)
+        for a in axes:
+            self._axis(a)
+        if not axes:
+            return self[name]
+        key = (name, *sorted(axes, key=self.axes.index))
+        self.requested.add(key)
+        if key not in self._cache:
+            self._cache[key] = self._derivative(key)
+        return self._cache[key]
+
+    def grad(self, name: str, axes: Sequence[str] | None = None) -> Tensor:
+        """Gradient of `name` over `axes` (default: all axes), shape `[N, len(axes)]`."""
+        axes = self.axes if axes is None else tuple(axes)
+        return torch.stack([self.d(name, a) for a in axes], dim=1)
+
+    def laplacian(self, name: str, axes: Sequence[str] | None = None) -> Tensor:
+        """Sum of second derivatives of `name` over `axes` (default: all axes but `t`)."""
+        if axes is None:
+            axes = tuple(a for a in self.axes if a != "t")
+        return sum(self.d(name, a, a) for a in axes)
+
+    def _derivative(self, key: tuple[str, ...]) -> Tensor:
+        """Autograd backend: differentiate the cached lower-order derivative once more."""
+        lower = self.d(key[0], *key[1:-1])
+        if not lower.requires_grad:  # the lower derivative is constant in the inputs
+            return torch.zeros_like(lower)
+        (g,) = torch.autograd.grad(
+            lower,
+            self.points,
+            grad_outputs=torch.ones_like(lower),
+            create_graph=self.create_graph,
+            allow_unused=True,
+        )
+        if g is None:
+            return torch.zeros_like(lower)
+        return g[:, self._axis(key[-1])]

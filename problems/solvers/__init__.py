@@ -1,0 +1,1 @@
+"""Classical numerical solvers that produce and validate references."""
