@@ -81,8 +81,8 @@ class Monitor:
             self.stop_reason = "diverged"
             self.evaluate()
             return True
-        if self.step % self.budget.eval_every == 0:
-            self.evaluate()
+        if self.step % self.budget.eval_every == 0 or not self.curve:
+            self.evaluate()  # on the schedule, and once at the start of the curve
         reason = self._cap_hit()
         if self.ticker is not None:
             self.ticker(self)

@@ -107,6 +107,11 @@ class Tracker:
         self.error: str | None = None
         self._client: Any = None
 
+    @property
+    def live(self) -> bool:
+        """A run is open and the store has not failed."""
+        return self.enabled and not self.error and self.run_id is not None
+
     def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if not self.enabled or self.error:
             return None
@@ -133,6 +138,8 @@ class Tracker:
         return self.run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        if not self.live:
+            return
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
@@ -140,6 +147,8 @@ class Tracker:
             self._guard("logging params", self._log_batch, params=items[i : i + 100])
 
     def log_metrics(self, values: Mapping[str, float], step: int = 0) -> None:
+        if not self.live:
+            return
         import math
         import time
 
@@ -155,12 +164,16 @@ class Tracker:
             self._guard("logging metrics", self._log_batch, metrics=items[i : i + 1000])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
+        if not self.live:
+            return
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)) for k, v in tags.items()]
         self._guard("setting tags", self._log_batch, tags=items)
 
     def log_artifacts(self, paths: Iterable[Path], subdir: str | None = None) -> None:
+        if not self.live:
+            return
         for p in paths:
             if p.is_file():
                 self._guard(
@@ -173,16 +186,13 @@ class Tracker:
 
     def finish(self, status: str) -> None:
         """Close the run: FINISHED for ok/diverged/not_applicable, KILLED, or FAILED."""
+        if not self.live:
+            return
         state = {"killed": "KILLED", "failed": "FAILED"}.get(status, "FINISHED")
-        self._guard("closing the MLflow run", self._client_call, "set_terminated", state)
+        self._guard("closing the MLflow run", self._client.set_terminated, self.run_id, state)
 
     def _log_batch(self, **kw: Any) -> None:
-        if self.run_id:
-            self._client.log_batch(self.run_id, **kw)
-
-    def _client_call(self, name: str, *args: Any) -> None:
-        if self.run_id:
-            getattr(self._client, name)(self.run_id, *args)
+        self._client.log_batch(self.run_id, **kw)
 
 
 class MultirunParent(Callback):

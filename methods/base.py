@@ -136,7 +136,7 @@ class TorchPredictor(Predictor):
     def fields(self, points: Tensor) -> Fields:
         like = self._like
         x = points.to(dtype=like.dtype, device=like.device).detach().requires_grad_(True)
-        return Fields(x, self.axes, self.names, model=self.model, create_graph=False)
+        return Fields(x, self.axes, self.names, model=self.model)
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

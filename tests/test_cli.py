@@ -1,0 +1,107 @@
+"""The `bench` command started the real way: single run, multirun with joblib, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import BENCH, run_bench
+
+pytestmark = pytest.mark.slow
+FAST = ["budget=smoke", "budget.steps=40", "budget.eval_every=20", "eval.figures=false"]
+
+
+def test_single_run_end_to_end(tmp_path):
+    db = tmp_path / "store.db"
+    out = tmp_path / "run"
+    r = run_bench("+method=pinn", "+problem=burgers", "budget=smoke", f"hydra.run.dir={out}",
+                  f"tracking.uri=sqlite:///{db}", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rec = json.loads((out / "metrics.json").read_text())
+    assert rec["status"] == "ok" and rec["method"] == "pinn" and rec["problem"] == "burgers"
+    assert 0 < rec["metrics"]["rel_l2"] < 1
+    for f in ("curve.csv", "predictions.npz", "fields.png", "curve.png", ".hydra/config.yaml"):
+        assert (out / f).exists(), f
+    assert "rel_l2" in r.stdout and "status" in r.stdout  # the summary table
+    client = MlflowClient(f"sqlite:///{db}")
+    (run,) = client.search_runs([client.get_experiment_by_name("physbench").experiment_id])
+    assert run.info.run_name == "pinn/burgers/0" and run.info.status == "FINISHED"
+    assert run.data.tags["budget"] == "smoke" and "git_commit" in run.data.tags
+    assert run.data.params["method.width"]
+    assert len(client.get_metric_history(run.info.run_id, "eval/rel_l2")) >= 2
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"metrics.json", "curve.csv", "predictions.npz", "fields.png"} <= arts
+
+
+def test_joblib_multirun_one_parent_two_children(tmp_path):
+    db = tmp_path / "store.db"  # fresh store: the parent callback must create it before jobs
+    r = run_bench("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+method=pinn",
+                  "+problem=burgers", "seed=0,1", *FAST, f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                  f"tracking.uri=sqlite:///{db}", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    runs = mlflow.search_runs(experiment_names=["physbench"], tracking_uri=f"sqlite:///{db}")
+    parents = runs[runs["tags.physbench.parent"] == "true"]
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert len(parents) == 1 and len(children) == 2 and len(runs) == 3
+    assert set(children["tags.mlflow.parentRunId"]) == {parents["run_id"].iloc[0]}
+    assert set(children["tags.seed"]) == {"0", "1"}
+    assert (children["status"] == "FINISHED").all() and parents["status"].iloc[0] == "FINISHED"
+
+
+def test_unknown_names_are_listed(tmp_path):
+    r = run_bench("+method=nope", "+problem=burgers", cwd=tmp_path)
+    assert r.returncode != 0
+    assert "method/nope" in r.stderr and "pinn" in r.stderr
+    r = run_bench("+method=pinn", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "0"})
+    assert r.returncode == 2 and "no problem chosen" in r.stdout and "burgers" in r.stdout
+
+
+def test_bad_value_rejected_naming_the_key(tmp_path):
+    r = run_bench("+method=pinn", "+problem=burgers", "budget.seconds=-5",
+                  f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "budget.seconds" in r.stdout and "Traceback" not in r.stdout + r.stderr
+    rec = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert rec["status"] == "failed"
+
+
+def _has_logged_an_evaluation(db) -> bool:
+    try:
+        client = MlflowClient(f"sqlite:///{db}")
+        exp = client.get_experiment_by_name("physbench")
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        return bool(runs and client.get_metric_history(runs[0].info.run_id, "eval/rel_l2"))
+    except Exception:  # the store is still being created by the run
+        return False
+
+
+def test_ctrl_c_marks_killed_and_keeps_the_curve(tmp_path):
+    db = tmp_path / "store.db"
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [BENCH, "+method=pinn", "+problem=burgers", "budget=standard", "budget.eval_every=10",
+         "eval.figures=false", f"hydra.run.dir={out}", f"tracking.uri=sqlite:///{db}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ}, start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not _has_logged_an_evaluation(db):
+        time.sleep(1)
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    rec = json.loads((out / "metrics.json").read_text())
+    assert rec["status"] == "killed" and rec["metrics"]["steps"] > 0
+    assert (out / "curve.csv").exists()
+    client = MlflowClient(f"sqlite:///{db}")
+    (run,) = client.search_runs([client.get_experiment_by_name("physbench").experiment_id])
+    assert run.info.status == "KILLED" and run.data.tags["status"] == "killed"
+    assert client.get_metric_history(run.info.run_id, "eval/rel_l2")

@@ -1,0 +1,105 @@
+"""The run path in-process: statuses, metrics.json on every path, tracking that may fail."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from bench.registry import METHODS, register_method
+from bench.run import run_cell
+from methods.base import Method, Predictor, TorchPredictor
+
+SMOKE = ["budget=smoke", "budget.steps=60", "budget.eval_every=20", "eval.figures=false"]
+
+
+class _Linear(Method):
+    """A one-file user method: least squares on nothing, loss goes NaN at step `nan_at`."""
+
+    needs = frozenset({"residual"})
+
+    def __init__(self, nan_at: int = 0, needs_extra: bool = False) -> None:
+        super().__init__()
+        self.nan_at = nan_at
+        if needs_extra:
+            self.needs = frozenset({"residual", "operator_data"})
+
+    def fit(self, problem, budget, report) -> Predictor:
+        net = torch.nn.Linear(len(problem.axes), len(problem.fields)).double()
+        pred = TorchPredictor(net, problem.axes, problem.fields)
+        for step in range(1, budget.steps + 1):
+            loss = float("nan") if self.nan_at and step >= self.nan_at else 1.0 / step
+            if report(step, predictor=pred, loss=loss):
+                break
+        return pred
+
+
+@pytest.fixture
+def user_method(tmp_path_factory):
+    """Register the method and its YAML the way a user's own config directory would."""
+    conf = tmp_path_factory.mktemp("userconf")
+    (conf / "method").mkdir()
+    (conf / "method" / "user_linear.yaml").write_text("nan_at: 0\nneeds_extra: false\n")
+    SMOKE.append(f"hydra.searchpath=[file://{conf}]")
+    register_method("user_linear")(_Linear)
+    yield "user_linear"
+    METHODS.pop("user_linear")
+    SMOKE.pop()
+
+
+def test_ok_run_writes_everything(tmp_path, user_method):
+    rec = run_cell(user_method, "burgers", overrides=SMOKE, output_dir=tmp_path)
+    assert rec["status"] == "ok" and rec["stop_reason"] == "steps"
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["metrics"]["steps"] == 60
+    for key in ("rel_l2", "rel_l2/u", "max_abs_err", "rmse", "residual_rms", "train_seconds",
+                "n_params", "peak_rss_mb", "evals"):
+        assert np.isfinite(on_disk["metrics"][key]), key
+    assert (tmp_path / "curve.csv").exists() and (tmp_path / "predictions.npz").exists()
+    run = mlflow.get_run(rec["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["status"] == "ok" and run.data.tags["method"] == user_method
+    assert run.data.params["budget.steps"] == "60"
+    assert run.data.metrics["rel_l2"] == pytest.approx(on_disk["metrics"]["rel_l2"])
+
+
+def test_diverged_run_keeps_its_curve(tmp_path, user_method):
+    rec = run_cell(user_method, "burgers", overrides=[*SMOKE, "method.nan_at=30"],
+                   output_dir=tmp_path)
+    assert rec["status"] == "diverged" and "step 30" in rec["message"]
+    curve = (tmp_path / "curve.csv").read_text().splitlines()
+    assert len(curve) >= 3  # header, steps 20 and 30
+    assert mlflow.get_run(rec["mlflow_run_id"]).data.tags["status"] == "diverged"
+
+
+def test_incompatible_pair_is_not_applicable(tmp_path, user_method, capsys):
+    rec = run_cell(user_method, "burgers", overrides=[*SMOKE, "method.needs_extra=true"],
+                   output_dir=tmp_path)
+    assert rec["status"] == "not_applicable"
+    assert "operator_data" in rec["message"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "not_applicable"
+    assert "not applicable" in capsys.readouterr().out
+
+
+def test_unreachable_store_keeps_local_results(tmp_path, user_method, capsys):
+    rec = run_cell(user_method, "burgers", overrides=[*SMOKE, "tracking.uri=http://127.0.0.1:9"],
+                   output_dir=tmp_path)
+    assert rec["status"] == "ok" and rec["mlflow_run_id"] is None
+    assert (tmp_path / "metrics.json").exists()
+    assert "tracking off" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [("dtype=float16", "dtype"), ("seed=-3", "seed"), ("budget.steps=0", "budget.steps"),
+     ("device=tpu", "device"), ("problem.nu=-1", "nu"), ("threads=0", "threads")],
+)
+def test_bad_config_fails_before_training(tmp_path, user_method, override, key):
+    rec = run_cell(user_method, "burgers", overrides=[*SMOKE, override], output_dir=tmp_path)
+    assert rec["status"] == "failed"
+    assert rec["message"].startswith("config error") and key in rec["message"]
+    assert "steps" not in rec["metrics"]  # nothing was trained
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
