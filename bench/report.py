@@ -46,7 +46,8 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         row["is_parent"] = tags.get(PARENT_TAG) == "true"
         row |= {f"tags.{k}": v for k, v in tags.items()}
         rows.append(row)
-    df = pd.DataFrame(rows, columns=None if rows else ["run_id", "is_parent", *KEYS])
+    base = ["run_id", "start_time", "is_parent", *KEYS, "seed", "status", "rel_l2", "train_seconds"]
+    df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=base)
     for col in ("rel_l2", "train_seconds", "seed"):
         df[col] = pd.to_numeric(df.get(col), errors="coerce")
     return df
@@ -106,7 +107,7 @@ def display_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in table.itertuples(index=False):
         row = [str(r.problem), str(r.method), *([str(r.budget)] if multi_budget else [])]
-        spread = f"{_sci(r.rel_l2_min)} – {_sci(r.rel_l2_max)}" if r.n_seeds else "—"
+        spread = "—" if pd.isna(r.rel_l2_min) else f"{_sci(r.rel_l2_min)} – {_sci(r.rel_l2_max)}"
         secs = "—" if pd.isna(r.train_seconds_median) else f"{r.train_seconds_median:.1f}"
         row += [_sci(r.rel_l2_median), spread, secs, str(r.n_seeds)]
         row += [str(getattr(r, f"n_{s}")) for s in trouble]
@@ -136,6 +137,16 @@ def rich_table(header: Sequence[str], rows: Sequence[Sequence[str]], title: str)
 
 
 # -- the store ----------------------------------------------------------------------------------
+def _all_pages(search: Any, *args: Any) -> list[Any]:
+    items, token = [], None
+    while True:
+        page = search(*args, max_results=1000, page_token=token)
+        items += list(page)
+        token = page.token
+        if not token:
+            return items
+
+
 class StoreError(Exception):
     """The store or experiment cannot be read; the message says why, for the user."""
 
@@ -145,29 +156,23 @@ def load_runs(uri: str, experiments: Sequence[str] | None) -> tuple[Any, pd.Data
     db = uri[len("sqlite:///") :].split("?")[0] if uri.startswith("sqlite:///") else None
     if db and not Path(db).exists():
         raise StoreError(f"no MLflow store at {db} (run `bench` first, or pass --tracking-uri)")
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     try:
         client = MlflowClient(tracking_uri=uri)
-        known = {e.name: e.experiment_id for e in client.search_experiments(max_results=None)}
+        known = {e.name: e.experiment_id for e in _all_pages(client.search_experiments)}
         missing = [e for e in experiments or [] if e not in known]
         if missing:
             avail = ", ".join(sorted(known)) or "(none)"
             raise StoreError(f"no experiment {', '.join(missing)} in {uri}; available: {avail}")
         ids = [known[e] for e in experiments] if experiments else list(known.values())
-        records, token = [], None
-        while ids:
-            page = client.search_runs(ids, max_results=1000, page_token=token)
-            records += [r.to_dictionary() for r in page]
-            token = page.token
-            if not token:
-                break
-    except MlflowException as e:
-        raise StoreError(
-            f"cannot read the MLflow store {uri}: {e.message.splitlines()[0]}"
-        ) from None
-    return client, runs_frame(records)
+        runs = _all_pages(client.search_runs, ids) if ids else []
+    except StoreError:
+        raise
+    except Exception as e:  # any backend's error (server down, no DB driver, not a store)
+        why = (str(e).strip().splitlines() or [""])[0][:300]
+        raise StoreError(f"cannot read the MLflow store {uri}: {type(e).__name__}: {why}") from None
+    return client, runs_frame(r.to_dictionary() for r in runs)
 
 
 def curves(client: Any, run_ids: Iterable[str]) -> dict[str, pd.DataFrame]:

@@ -15,7 +15,6 @@ import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -46,7 +45,7 @@ def resolve_uri(uri: str | None) -> str:
 def artifact_root(uri: str) -> str | None:
     """Where a local store keeps artifacts: `mlartifacts/` beside the SQLite file."""
     if uri.startswith("sqlite:///"):
-        db = Path(urlparse(uri).path)
+        db = Path(uri[len("sqlite:///") :].split("?")[0])  # urlparse would keep a leading "//"
         db.parent.mkdir(parents=True, exist_ok=True)
         return (db.parent / "mlartifacts").as_uri()
     return None  # a server or database store decides for itself

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -64,6 +66,11 @@ def test_ok_run_writes_everything(tmp_path, user_method):
     assert run.data.tags["status"] == "ok" and run.data.tags["method"] == user_method
     assert run.data.params["budget.steps"] == "60"
     assert run.data.metrics["rel_l2"] == pytest.approx(on_disk["metrics"]["rel_l2"])
+    # artifacts sit beside the SQLite file, not somewhere MLflow guessed
+    store_dir = Path(os.environ["MLFLOW_TRACKING_URI"][len("sqlite:///") :]).parent
+    art = Path(run.info.artifact_uri.removeprefix("file://"))
+    assert art.is_relative_to(store_dir / "mlartifacts")
+    assert (art / "metrics.json").is_file()
 
 
 def test_diverged_run_keeps_its_curve(tmp_path, user_method):
