@@ -1,0 +1,188 @@
+"""Milliseconds per PINN training step, by derivative backend and precision.
+
+One step is what `pinn` does per Adam iteration: forward pass with the residual's derivatives,
+residual and condition losses, one backward pass, one Adam update. Configurations:
+
+* `deepxde`: DeepXDE's Burgers example (2540 domain + 80 boundary + 160 initial points,
+  3 hidden layers of 20 tanh units, Adam). DeepXDE 1.15 takes about 31 ms/step on a 2-core CPU.
+* `large`: 8192 domain + 256 boundary + 256 initial points, 4 hidden layers of 64 units.
+
+    .venv/bin/python benchmarks/step_time.py                 # all, default threads and 1 thread
+    .venv/bin/python benchmarks/step_time.py --configs deepxde --threads 1 --plain
+
+Each cell is measured in `--rounds` fresh processes (`--warmup` steps, then `--repeat / rounds`
+timed steps each) and shows the median over all timed steps and, in parentheses, the smallest
+per-round median. The two differ when the machine's speed drifts: on a shared 2-core VM a
+process can run 1.8x slower for minutes (whatever it computes). Run it on an otherwise idle
+machine: torch's OpenMP threads slow down by orders of magnitude when another process holds
+a core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from bench.registry import build_method, build_problem
+
+CONFIGS = {
+    "deepxde": dict(
+        width=20,
+        depth=3,
+        n_collocation=2540,
+        n_points={"bc": 80, "ic": 160},
+        label="3x20/2780",
+    ),
+    "large": dict(
+        width=64,
+        depth=4,
+        n_collocation=8192,
+        n_points={"bc": 256, "ic": 256},
+        label="4x64/8704",
+    ),
+}
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory instead of returning it to the OS (and faulting it back
+    in, zeroed, on the next step: megabytes per step for these activations). True if applied."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    big = 2**30
+    # mallopt(M_TRIM_THRESHOLD=-1 / M_TOP_PAD=-2 / M_MMAP_THRESHOLD=-3, bytes) returns 1 on success
+    return all(libc.mallopt(opt, big) == 1 for opt in (-1, -2, -3))
+
+
+def trainer(config: str, backend: str, dtype: str):
+    """A `pinn` trainer on Burgers for one configuration, backend and precision."""
+    cfg = {k: v for k, v in CONFIGS[config].items() if k != "label"}
+    method = build_method("pinn", derivatives=backend, lbfgs=False, **cfg)
+    method.dtype = getattr(torch, dtype)
+    return method.trainer(build_problem("burgers"))
+
+
+def _cell(config: str, dtype: str, backend: str, threads: int, warmup: int, n: int) -> list:
+    """Seconds of `n` single steps after `warmup` steps, in this process."""
+    torch.set_num_threads(threads)
+    tr = trainer(config, backend, dtype)
+    for _ in range(warmup):
+        tr.adam_step()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        tr.adam_step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def step_ms(config: str, combos: list, threads: int, args: argparse.Namespace) -> dict:
+    """Milliseconds of one Adam step per (dtype, backend): the median over all timed steps, and
+    the smallest median of one round (one process).
+
+    Every measurement runs in a fresh process (one trainer, as in a real run: the allocator
+    state a previous configuration leaves behind can change step times by 2x), in `rounds`
+    rounds that spread each combination over the whole measurement, so that a drift in machine
+    speed affects all alike.
+    """
+    rounds: dict = {c: [] for c in combos}
+    per_round = max(1, args.repeat // args.rounds)
+    for _ in range(args.rounds):
+        for dt, be in combos:
+            cmd = [sys.executable, __file__, "--cell", config, dt, be, str(threads)]
+            cmd += ["--warmup", str(args.warmup), "--repeat", str(per_round)]
+            if args.keep_freed_memory:
+                cmd.append("--keep-freed-memory")
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            rounds[dt, be].append(json.loads(out.strip().splitlines()[-1]))
+    return {
+        c: (
+            1e3 * statistics.median([t for r in rs for t in r]),
+            1e3 * min(statistics.median(r) for r in rs),
+        )
+        for c, rs in rounds.items()
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--backends", nargs="+", default=["autograd", "taylor"])
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    ap.add_argument(
+        "--threads", nargs="+", type=int, default=None, help="default: torch's default, then 1"
+    )
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=80, help="timed steps per cell")
+    ap.add_argument("--rounds", type=int, default=4, help="fresh processes per cell")
+    ap.add_argument("--plain", action="store_true", help="a plain-text table instead of rich")
+    ap.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc mallopt: never trim the heap nor mmap large blocks (fewer page faults)",
+    )
+    ap.add_argument("--cell", nargs=4, help=argparse.SUPPRESS)  # config dtype backend threads
+    args = ap.parse_args(argv)
+    kept = args.keep_freed_memory and keep_freed_memory()
+    if args.cell:  # one measurement, in a child process
+        config, dt, be, n = args.cell
+        print(json.dumps(_cell(config, dt, be, int(n), args.warmup, args.repeat)))
+        return
+
+    default_threads = torch.get_num_threads()
+    threads = args.threads or sorted({default_threads, 1}, reverse=True)
+    rows = []
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    for n in threads:
+        for config in args.configs:
+            combos = [(dt, be) for dt in args.dtypes for be in args.backends]
+            ms = step_ms(config, combos, n, args)
+            for dt in args.dtypes:
+                by_backend = {be: ms[dt, be] for be in args.backends}
+                rows.append((config, CONFIGS[config]["label"], dt, n, by_backend))
+
+    header = ["config", "net/points", "dtype", "threads"] + [f"{b} ms" for b in args.backends]
+    if "autograd" in args.backends and "taylor" in args.backends:
+        header.append("speed-up")
+    table = []
+    for config, label, dt, n, ms in rows:
+        cells = [config, label, dt, str(n)]
+        cells += [f"{ms[b][0]:.2f} ({ms[b][1]:.2f})" for b in args.backends]
+        if "speed-up" in header:
+            cells.append(f"{ms['autograd'][0] / ms['taylor'][0]:.2f}x")
+        table.append(cells)
+    title = (
+        f"pinn ms/step on Burgers: median of {args.repeat} steps (best round's median); "
+        f"torch {torch.__version__}, "
+        f"{platform.processor() or platform.machine()}, {default_threads} default threads, "
+        f"load average {load:.2f} at start{', glibc keeps freed memory' if kept else ''}"
+    )
+    if args.plain:
+        widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
+        print(title)
+        for r in [header, ["-" * w for w in widths], *table]:
+            print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for i, h in enumerate(header):
+        t.add_column(h, justify="left" if i < 2 else "right")
+    for r in table:
+        t.add_row(*r)
+    Console(width=max(100, Console().width)).print(t)
+
+
+if __name__ == "__main__":
+    main()

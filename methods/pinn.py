@@ -1,0 +1,392 @@
+"""The physics-informed neural network (Raissi, Perdikaris & Karniadakis 2019), with options.
+
+A net (plain or modified MLP, optional Fourier features) is trained on the mean squared residual
+of the equations at collocation points plus the mean squared residual of each condition
+(initial, boundary...), with Adam and an exponentially decaying learning rate, then L-BFGS with
+a strong-Wolfe line search for as long as the budget lasts. Options: static per-term weights,
+learning-rate annealing of the condition weights (Wang, Teng & Perdikaris 2021), collocation
+resampling, and the derivative backend (`methods/taylor.py`: forward-mode jets, or autograd).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bench.registry import register_method
+from methods.base import Budget, Method, Predictor, Report, TorchPredictor
+from methods.nets import ACTIVATIONS, NETS, Net, build_net
+from methods.taylor import BACKENDS, FieldsBuilder, probe
+from problems.base import ConfigError, Fields, Problem
+
+__all__ = ["PINN", "Trainer"]
+
+log = logging.getLogger(__name__)
+
+
+# -- validation -----------------------------------------------------------------------------
+def _int(key: str, v: Any, minimum: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
+        raise ConfigError(f"method.{key} must be an integer >= {minimum}, got {v!r}")
+    return int(v)
+
+
+def _real(key: str, v: Any, lo: float, hi: float = math.inf, lo_open: bool = True) -> float:
+    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    if ok:
+        ok = (v > lo if lo_open else v >= lo) and v <= hi
+    if not ok:
+        rng = f"> {lo}" if lo_open else f">= {lo}"
+        if hi < math.inf:
+            rng += f" and <= {hi}"
+        raise ConfigError(f"method.{key} must be a finite number {rng}, got {v!r}")
+    return float(v)
+
+
+def _choice(key: str, v: Any, options: tuple[str, ...]) -> str:
+    if v not in options:
+        raise ConfigError(f"method.{key} must be one of {list(options)}, got {v!r}")
+    return str(v)
+
+
+def _bool(key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"method.{key} must be true or false, got {v!r}")
+    return v
+
+
+def _mapping(key: str, v: Any, check: Callable[[str, Any], Any]) -> dict[str, Any]:
+    if v is None:
+        return {}
+    if not isinstance(v, Mapping):
+        raise ConfigError(f"method.{key} must be a mapping of term names to values, got {v!r}")
+    return {str(k): check(f"{key}.{k}", x) for k, x in v.items()}
+
+
+@register_method("pinn")
+class PINN(Method):
+    """A PINN trained by Adam, then L-BFGS.
+
+    Arguments (the YAML hyper-parameters):
+        net: `mlp` or `modified_mlp`. width, depth: units per hidden layer, hidden layers.
+        activation: `tanh` or `sin`.
+        fourier_features: number of random Fourier frequencies on the inputs (0: none).
+        fourier_scale: their standard deviation (inputs are normalised to [-1, 1]).
+        derivatives: `auto` (forward-mode jets where the net supports them), `taylor`, `autograd`.
+        lr, decay_rate, decay_steps: Adam's learning rate `lr * decay_rate**(step/decay_steps)`.
+        adam_steps: Adam steps before L-BFGS.
+        lbfgs: run L-BFGS after Adam while the budget lasts.
+        lbfgs_history: L-BFGS memory. lbfgs_max_eval: most evaluations per L-BFGS iteration.
+        n_collocation: interior points (None: the problem's default).
+        n_points: points per condition by name, e.g. `{ic: 200}` (missing: the problem's default).
+        resample_every: draw fresh points every this many Adam steps (0: fixed points).
+        weights: static loss weights by term (`pde` and condition names; missing: 1).
+        lra: learning-rate annealing of the condition weights during Adam.
+        lra_alpha, lra_every: its moving-average factor and update interval (steps).
+    """
+
+    needs = frozenset({"residual"})
+
+    def __init__(
+        self,
+        net: str = "mlp",
+        width: int = 20,
+        depth: int = 4,
+        activation: str = "tanh",
+        fourier_features: int = 0,
+        fourier_scale: float = 1.0,
+        derivatives: str = "auto",
+        lr: float = 1e-3,
+        decay_rate: float = 0.9,
+        decay_steps: int = 1000,
+        adam_steps: int = 500,
+        lbfgs: bool = True,
+        lbfgs_history: int = 50,
+        lbfgs_max_eval: int = 25,
+        n_collocation: int | None = None,
+        n_points: Mapping[str, int] | None = None,
+        resample_every: int = 0,
+        weights: Mapping[str, float] | None = None,
+        lra: bool = False,
+        lra_alpha: float = 0.1,
+        lra_every: int = 10,
+    ) -> None:
+        super().__init__()
+        self.net = _choice("net", net, NETS)
+        self.width = _int("width", width, 1)
+        self.depth = _int("depth", depth, 1)
+        self.activation = _choice("activation", activation, tuple(ACTIVATIONS))
+        self.fourier_features = _int("fourier_features", fourier_features, 0)
+        self.fourier_scale = _real("fourier_scale", fourier_scale, 0.0)
+        self.derivatives = _choice("derivatives", derivatives, BACKENDS)
+        self.lr = _real("lr", lr, 0.0)
+        self.decay_rate = _real("decay_rate", decay_rate, 0.0, 1.0)
+        self.decay_steps = _int("decay_steps", decay_steps, 1)
+        self.adam_steps = _int("adam_steps", adam_steps, 0)
+        self.lbfgs = _bool("lbfgs", lbfgs)
+        self.lbfgs_history = _int("lbfgs_history", lbfgs_history, 1)
+        self.lbfgs_max_eval = _int("lbfgs_max_eval", lbfgs_max_eval, 2)
+        self.n_collocation = (
+            None if n_collocation is None else _int("n_collocation", n_collocation, 1)
+        )
+        self.n_points = _mapping("n_points", n_points, lambda k, v: _int(k, v, 1))
+        self.resample_every = _int("resample_every", resample_every, 0)
+        self.weights = _mapping("weights", weights, lambda k, v: _real(k, v, 0.0, lo_open=False))
+        self.lra = _bool("lra", lra)
+        self.lra_alpha = _real("lra_alpha", lra_alpha, 0.0, 1.0)
+        self.lra_every = _int("lra_every", lra_every, 1)
+
+    def trainer(self, problem: Problem) -> Trainer:
+        """The net, points, loss and optimiser state of a run on `problem` (seeded)."""
+        return Trainer(self, problem)
+
+    def fit(self, problem: Problem, budget: Budget, report: Report) -> Predictor:
+        tr = self.trainer(problem)
+        step = 0
+        scalars: dict[str, float] = {}
+        for _ in range(self.adam_steps):
+            step += 1
+            scalars = tr.adam_step()
+            if report(step, evals=tr.evals, predictor=tr.predictor, **scalars):
+                return tr.predictor
+        if not self.lbfgs:
+            return tr.predictor
+        reported = tr.evals
+        while step < budget.steps:
+            new = tr.lbfgs_step(report.evals_left())
+            if new is None:  # converged, or no evaluation left for another iteration
+                if tr.evals > reported:  # evaluations spent on a stalled iteration still count
+                    report(step, evals=tr.evals, predictor=tr.predictor, **scalars)
+                break
+            scalars, reported = new, tr.evals
+            step += 1
+            if report(step, evals=tr.evals, predictor=tr.predictor, **scalars):
+                break
+        return tr.predictor
+
+
+class _OutOfEvals(Exception):
+    """Raised inside the L-BFGS closure instead of exceeding the evaluation budget."""
+
+
+class Trainer:
+    """One PINN run: the net, the training points, the loss terms and the optimisers.
+
+    `adam_step()` and `lbfgs_step()` each perform one optimiser step and return the loss
+    scalars for `report`; `evals` counts loss-and-gradient evaluations.
+    """
+
+    def __init__(self, method: PINN, problem: Problem) -> None:
+        m = self.method = method
+        self.problem = problem
+        dev, dt = torch.device(m.device), m.dtype
+        self.device, self.dtype = dev, dt
+        torch.manual_seed(m.seed)  # nothing below draws from it, but keep any stray draw seeded
+        self.gen = m.generator(0)
+        conds = problem.conditions()
+        self.terms = ["pde"] + [c.name for c in conds]
+        if len(set(self.terms)) != len(self.terms):
+            raise ConfigError(f"loss terms must have distinct names, got {self.terms}")
+        for key, table in (("weights", m.weights), ("n_points", m.n_points)):
+            allowed = self.terms if key == "weights" else self.terms[1:]
+            unknown = sorted(set(table) - set(allowed))
+            if unknown:
+                log.warning(
+                    "method.%s: %s name no loss term of %s (its terms: %s); ignored",
+                    key, unknown, problem.name or type(problem).__name__, allowed,
+                )  # fmt: skip
+        self.weights = [float(m.weights.get(t, 1.0)) for t in self.terms]
+        self.lam = [1.0] * len(self.terms)  # LRA weights; lam[0] (pde) stays 1
+        self.sizes = [m.n_collocation or problem.n_collocation] + [
+            m.n_points.get(c.name, c.n_points) for c in conds
+        ]
+        self.samplers: list[Callable[..., Tensor]] = [problem.sample_interior] + [
+            c.sample for c in conds
+        ]
+        self.residuals: list[Callable[[Fields], Tensor]] = [problem.residual] + [
+            c.residual for c in conds
+        ]
+        self.net: Net = build_net(
+            problem.domain,
+            len(problem.fields),
+            kind=m.net,
+            width=m.width,
+            depth=m.depth,
+            activation=m.activation,
+            fourier_features=m.fourier_features,
+            fourier_scale=m.fourier_scale,
+            generator=m.generator(1),
+            dtype=dt,
+            device=dev,
+        )
+        self.predictor = TorchPredictor(self.net, tuple(problem.axes), tuple(problem.fields))
+        self.batch = self.sample()
+        requested = probe(self.net, problem.axes, problem.fields, self.residuals, self.batch)
+        self.fields = FieldsBuilder(
+            self.net, problem.axes, problem.fields, m.derivatives, requested
+        )
+        self.params = list(self.net.parameters())
+        self.adam = _adam(self.params, m.lr)
+        self.lbfgs: torch.optim.LBFGS | None = None
+        self.adam_steps = 0
+        self.lbfgs_iters = 0
+        self.evals = 0
+        self._cache: list[tuple[Tensor, float, list[Tensor], dict[str, float]]] = []
+
+    # -- loss -------------------------------------------------------------------------------
+    def sample(self) -> list[Tensor]:
+        """Fresh training points, one block per loss term."""
+        return [
+            s(n, self.gen).to(device=self.device, dtype=self.dtype)
+            for s, n in zip(self.samplers, self.sizes)
+        ]
+
+    def losses(self, batch: list[Tensor] | None = None) -> list[Tensor]:
+        """The unweighted loss terms (mean squared residuals) on `batch`, in `self.terms` order."""
+        fs = self.fields(self.batch if batch is None else batch)
+        return [fn(f).square().mean() for fn, f in zip(self.residuals, fs)]
+
+    def total(self, losses: list[Tensor]) -> Tensor:
+        return sum(w * lam * L for w, lam, L in zip(self.weights, self.lam, losses))  # type: ignore[return-value]
+
+    def _scalars(self, total: Tensor, losses: list[Tensor]) -> dict[str, float]:
+        out = {"loss": total.item()}
+        out.update({f"loss_{t}": L.item() for t, L in zip(self.terms, losses)})
+        if self.method.lra:
+            out.update({f"lambda_{t}": lam for t, lam in zip(self.terms[1:], self.lam[1:])})
+        return out
+
+    # -- Adam -------------------------------------------------------------------------------
+    def adam_step(self) -> dict[str, float]:
+        """One Adam step (with resampling, learning-rate decay and LRA when configured)."""
+        m = self.method
+        k = self.adam_steps
+        if m.resample_every and k > 0 and k % m.resample_every == 0:
+            self.batch = self.sample()
+        lr = m.lr * m.decay_rate ** (k / m.decay_steps)
+        for group in self.adam.param_groups:
+            group["lr"] = lr
+        losses = self.losses()
+        if m.lra and len(self.terms) > 1 and k % m.lra_every == 0:
+            self._anneal(losses)
+        total = self.total(losses)
+        self.adam.zero_grad(set_to_none=True)
+        total.backward()
+        self.adam.step()
+        self.adam_steps += 1
+        self.evals += 1
+        return self._scalars(total, losses)
+
+    def _anneal(self, losses: list[Tensor]) -> None:
+        """Learning-rate annealing, as in Wang, Teng & Perdikaris's code: with g_r the largest
+        |dL_pde/dW| over all weight matrices and g_i the mean over layers of the mean
+        |d(lam_i L_i)/dW|, lam_i <- (1 - alpha) lam_i + alpha g_r / g_i (biases excluded)."""
+        W = self.net.main_weights()
+        a = self.method.lra_alpha
+        g_r = max(g.abs().max() for g in torch.autograd.grad(losses[0], W, retain_graph=True))
+        for i in range(1, len(losses)):
+            grads = torch.autograd.grad(self.lam[i] * losses[i], W, retain_graph=True)
+            g_i = torch.stack([g.abs().mean() for g in grads]).mean()
+            if g_i > 0 and torch.isfinite(g_i) and torch.isfinite(g_r):
+                self.lam[i] = (1 - a) * self.lam[i] + a * float(g_r / g_i)
+
+    # -- L-BFGS -----------------------------------------------------------------------------
+    def lbfgs_step(self, evals_left: int | None = None) -> dict[str, float] | None:
+        """One L-BFGS iteration on the current points; None when it cannot or need not go on.
+
+        Every loss evaluation counts toward `evals`, except a repeat at parameters already
+        evaluated (torch's L-BFGS re-evaluates the accepted point at the start of each `step`;
+        the result is served from a cache). The iteration is capped so that `evals` grows by at
+        most `evals_left`. If an iteration makes no progress, L-BFGS restarts from steepest
+        descent once; a second stall in a row ends it.
+        """
+        limit = None if evals_left is None else self.evals + evals_left
+        for _ in range(2):
+            x0 = self._flat()
+            scalars = self._lbfgs_iteration(x0, limit)
+            if scalars is None:
+                return None
+            if not torch.equal(x0, self._flat()):
+                return scalars
+            self.lbfgs = None  # stalled: forget the curvature pairs and try again
+        return None
+
+    def _lbfgs_iteration(self, x0: Tensor, limit: int | None) -> dict[str, float] | None:
+        m = self.method
+        if self.lbfgs is None:
+            self.lbfgs = torch.optim.LBFGS(
+                self.params,
+                lr=1.0,
+                max_iter=1,
+                max_eval=m.lbfgs_max_eval,
+                tolerance_grad=0.0,
+                tolerance_change=0.0,
+                history_size=m.lbfgs_history,
+                line_search_fn="strong_wolfe",
+            )
+        start = self._lookup(x0)
+        cap = m.lbfgs_max_eval
+        if limit is not None:
+            # torch's step: one evaluation at x0 (free when cached), then at most `max_eval`
+            left = limit - self.evals
+            cap = min(cap, left if start is not None else left - 1)
+            if cap < 1:
+                return None
+        self.lbfgs.param_groups[0]["max_eval"] = cap
+        try:
+            self.lbfgs.step(lambda: self._closure(limit))
+        except _OutOfEvals:  # a safety net: the cap above keeps this from happening
+            self._set_flat(x0)
+            return None
+        self.lbfgs_iters += 1
+        hit = self._lookup(self._flat()) or start or self._cache[-1]
+        return hit[3]
+
+    def _flat(self) -> Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.params])
+
+    def _set_flat(self, x: Tensor) -> None:
+        i = 0
+        with torch.no_grad():
+            for p in self.params:
+                p.copy_(x[i : i + p.numel()].view_as(p))
+                i += p.numel()
+
+    def _lookup(self, x: Tensor) -> tuple[Tensor, float, list[Tensor], dict[str, float]] | None:
+        for entry in reversed(self._cache):
+            if torch.equal(entry[0], x):
+                return entry
+        return None
+
+    def _closure(self, limit: int | None) -> Tensor:
+        x = self._flat()
+        hit = self._lookup(x)
+        if hit is not None:
+            for p, g in zip(self.params, hit[2]):
+                p.grad = g.clone()
+            return torch.tensor(hit[1], dtype=self.dtype)
+        if limit is not None and self.evals >= limit:
+            raise _OutOfEvals
+        losses = self.losses()
+        total = self.total(losses)
+        self.lbfgs.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+        total.backward()
+        self.evals += 1
+        grads = [p.grad.detach().clone() for p in self.params]  # type: ignore[union-attr]
+        self._cache.append((x, total.item(), grads, self._scalars(total, losses)))
+        del self._cache[: -(self.method.lbfgs_max_eval + 2)]
+        return total.detach()
+
+
+def _adam(params: list[Tensor], lr: float) -> torch.optim.Adam:
+    """Adam, with the fused kernel where this torch build has it (same updates, fewer ops)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
