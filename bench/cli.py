@@ -26,8 +26,8 @@ def _missing(group: str) -> str:
     )
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> int:
+def task(cfg: DictConfig) -> int:
+    """One job. A module-level name, so process launchers (joblib) pickle it by reference."""
     hc = HydraConfig.get()
     choices = hc.runtime.choices
     method, problem = choices.get("method"), choices.get("problem")
@@ -58,3 +58,6 @@ def main(cfg: DictConfig) -> int:
     if code:
         sys.exit(code)
     return code
+
+
+main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)

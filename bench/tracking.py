@@ -203,24 +203,29 @@ class MultirunParent(Callback):
     """
 
     def __init__(self) -> None:
-        self.tracker: Tracker | None = None
+        # Only plain values here: the joblib launcher pickles the callbacks with each job.
+        self.uri: str | None = None
+        self.run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         tcfg = config.get("tracking", {})
         if not tcfg.get("enabled", True):
             return
-        self.tracker = Tracker(tcfg.get("uri"), tcfg.get("experiment", "physbench"))
+        tracker = Tracker(tcfg.get("uri"), tcfg.get("experiment", "physbench"))
         sweep_dir = str(config.hydra.sweep.dir)
-        run_id = self.tracker.start(
+        self.run_id = tracker.start(
             f"sweep/{Path(sweep_dir).parent.name}/{Path(sweep_dir).name}",
             {PARENT_TAG: "true", "sweep_dir": str(Path(sweep_dir).resolve()), **git_info()},
         )
-        if run_id:
-            os.environ[PARENT_ENV] = run_id
+        self.uri = tracker.uri
+        if self.run_id:
+            os.environ[PARENT_ENV] = self.run_id
         else:
-            print(f"physbench: MLflow parent run not created ({self.tracker.error})")
+            print(f"physbench: MLflow parent run not created ({tracker.error})")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.tracker and self.tracker.run_id:
-            self.tracker.finish("ok")
+        if self.run_id:
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(tracking_uri=self.uri).set_terminated(self.run_id, "FINISHED")
             os.environ.pop(PARENT_ENV, None)

@@ -129,7 +129,9 @@ class TorchPredictor(Predictor):
         out = []
         with torch.no_grad():
             for i in range(0, len(points), self.batch):
-                x = torch.as_tensor(points[i : i + self.batch], dtype=like.dtype, device=like.device)
+                x = torch.as_tensor(
+                    points[i : i + self.batch], dtype=like.dtype, device=like.device
+                )
                 out.append(self.model(x).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.names)))
 

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import time
 
-import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -21,8 +20,14 @@ FAST = ["budget=smoke", "budget.steps=40", "budget.eval_every=20", "eval.figures
 def test_single_run_end_to_end(tmp_path):
     db = tmp_path / "store.db"
     out = tmp_path / "run"
-    r = run_bench("+method=pinn", "+problem=burgers", "budget=smoke", f"hydra.run.dir={out}",
-                  f"tracking.uri=sqlite:///{db}", cwd=tmp_path)
+    r = run_bench(
+        "+method=pinn",
+        "+problem=burgers",
+        "budget=smoke",
+        f"hydra.run.dir={out}",
+        f"tracking.uri=sqlite:///{db}",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     rec = json.loads((out / "metrics.json").read_text())
     assert rec["status"] == "ok" and rec["method"] == "pinn" and rec["problem"] == "burgers"
@@ -42,17 +47,27 @@ def test_single_run_end_to_end(tmp_path):
 
 def test_joblib_multirun_one_parent_two_children(tmp_path):
     db = tmp_path / "store.db"  # fresh store: the parent callback must create it before jobs
-    r = run_bench("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+method=pinn",
-                  "+problem=burgers", "seed=0,1", *FAST, f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                  f"tracking.uri=sqlite:///{db}", cwd=tmp_path)
+    r = run_bench(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "+method=pinn",
+        "+problem=burgers",
+        "seed=0,1",
+        *FAST,
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"tracking.uri=sqlite:///{db}",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
-    runs = mlflow.search_runs(experiment_names=["physbench"], tracking_uri=f"sqlite:///{db}")
-    parents = runs[runs["tags.physbench.parent"] == "true"]
-    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("physbench").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("physbench.parent") == "true"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == 2 and len(runs) == 3
-    assert set(children["tags.mlflow.parentRunId"]) == {parents["run_id"].iloc[0]}
-    assert set(children["tags.seed"]) == {"0", "1"}
-    assert (children["status"] == "FINISHED").all() and parents["status"].iloc[0] == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert {c.data.tags["seed"] for c in children} == {"0", "1"}
+    assert all(r.info.status == "FINISHED" for r in runs)
 
 
 def test_unknown_names_are_listed(tmp_path):
@@ -64,8 +79,13 @@ def test_unknown_names_are_listed(tmp_path):
 
 
 def test_bad_value_rejected_naming_the_key(tmp_path):
-    r = run_bench("+method=pinn", "+problem=burgers", "budget.seconds=-5",
-                  f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    r = run_bench(
+        "+method=pinn",
+        "+problem=burgers",
+        "budget.seconds=-5",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
     assert r.returncode == 1
     assert "budget.seconds" in r.stdout and "Traceback" not in r.stdout + r.stderr
     rec = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -86,10 +106,22 @@ def test_ctrl_c_marks_killed_and_keeps_the_curve(tmp_path):
     db = tmp_path / "store.db"
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [BENCH, "+method=pinn", "+problem=burgers", "budget=standard", "budget.eval_every=10",
-         "eval.figures=false", f"hydra.run.dir={out}", f"tracking.uri=sqlite:///{db}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ}, start_new_session=True,
+        [
+            BENCH,
+            "+method=pinn",
+            "+problem=burgers",
+            "budget=standard",
+            "budget.eval_every=10",
+            "eval.figures=false",
+            f"hydra.run.dir={out}",
+            f"tracking.uri=sqlite:///{db}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ},
+        start_new_session=True,
     )
     deadline = time.time() + 120
     while time.time() < deadline and not _has_logged_an_evaluation(db):

@@ -57,8 +57,17 @@ def test_ok_run_writes_everything(tmp_path, user_method):
     assert rec["status"] == "ok" and rec["stop_reason"] == "steps"
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["metrics"]["steps"] == 60
-    for key in ("rel_l2", "rel_l2/u", "max_abs_err", "rmse", "residual_rms", "train_seconds",
-                "n_params", "peak_rss_mb", "evals"):
+    for key in (
+        "rel_l2",
+        "rel_l2/u",
+        "max_abs_err",
+        "rmse",
+        "residual_rms",
+        "train_seconds",
+        "n_params",
+        "peak_rss_mb",
+        "evals",
+    ):
         assert np.isfinite(on_disk["metrics"][key]), key
     assert (tmp_path / "curve.csv").exists() and (tmp_path / "predictions.npz").exists()
     run = mlflow.get_run(rec["mlflow_run_id"])
@@ -74,8 +83,9 @@ def test_ok_run_writes_everything(tmp_path, user_method):
 
 
 def test_diverged_run_keeps_its_curve(tmp_path, user_method):
-    rec = run_cell(user_method, "burgers", overrides=[*SMOKE, "method.nan_at=30"],
-                   output_dir=tmp_path)
+    rec = run_cell(
+        user_method, "burgers", overrides=[*SMOKE, "method.nan_at=30"], output_dir=tmp_path
+    )
     assert rec["status"] == "diverged" and "step 30" in rec["message"]
     curve = (tmp_path / "curve.csv").read_text().splitlines()
     assert len(curve) >= 3  # header, steps 20 and 30
@@ -83,8 +93,9 @@ def test_diverged_run_keeps_its_curve(tmp_path, user_method):
 
 
 def test_incompatible_pair_is_not_applicable(tmp_path, user_method, capsys):
-    rec = run_cell(user_method, "burgers", overrides=[*SMOKE, "method.needs_extra=true"],
-                   output_dir=tmp_path)
+    rec = run_cell(
+        user_method, "burgers", overrides=[*SMOKE, "method.needs_extra=true"], output_dir=tmp_path
+    )
     assert rec["status"] == "not_applicable"
     assert "operator_data" in rec["message"]
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "not_applicable"
@@ -92,8 +103,12 @@ def test_incompatible_pair_is_not_applicable(tmp_path, user_method, capsys):
 
 
 def test_unreachable_store_keeps_local_results(tmp_path, user_method, capsys):
-    rec = run_cell(user_method, "burgers", overrides=[*SMOKE, "tracking.uri=http://127.0.0.1:9"],
-                   output_dir=tmp_path)
+    rec = run_cell(
+        user_method,
+        "burgers",
+        overrides=[*SMOKE, "tracking.uri=http://127.0.0.1:9"],
+        output_dir=tmp_path,
+    )
     assert rec["status"] == "ok" and rec["mlflow_run_id"] is None
     assert (tmp_path / "metrics.json").exists()
     assert "tracking off" in capsys.readouterr().out
@@ -101,8 +116,14 @@ def test_unreachable_store_keeps_local_results(tmp_path, user_method, capsys):
 
 @pytest.mark.parametrize(
     "override,key",
-    [("dtype=float16", "dtype"), ("seed=-3", "seed"), ("budget.steps=0", "budget.steps"),
-     ("device=tpu", "device"), ("problem.nu=-1", "nu"), ("threads=0", "threads")],
+    [
+        ("dtype=float16", "dtype"),
+        ("seed=-3", "seed"),
+        ("budget.steps=0", "budget.steps"),
+        ("device=tpu", "device"),
+        ("problem.nu=-1", "nu"),
+        ("threads=0", "threads"),
+    ],
 )
 def test_bad_config_fails_before_training(tmp_path, user_method, override, key):
     rec = run_cell(user_method, "burgers", overrides=[*SMOKE, override], output_dir=tmp_path)
