@@ -29,7 +29,7 @@ PROBLEMS: dict[str, type[Problem]] = {}
 METHODS: dict[str, type[Method]] = {}
 
 T = TypeVar("T")
-_SKIP = {"base", "fields", "nets", "training"}
+_SKIP = {"base", "fields"}  # interface modules register nothing
 _loaded = False
 
 

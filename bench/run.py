@@ -93,7 +93,7 @@ def score(
     pred = np.asarray(predictor(ref.points), dtype=np.float64).reshape(ref.values.shape)
     out = {"inference_seconds": time.perf_counter() - t0}
     out.update(metrics.field_metrics(pred, ref.values, problem.fields))
-    if problem.time_dependent and problem.axes[-1] == "t":
+    if problem.time_dependent:  # time is the last axis (DESIGN.md)
         _, err_t = metrics.error_over_time(pred, ref.values, ref.points[:, -1])
         out["rel_l2_final_time"] = float(err_t[-1])
     if n_residual > 0 and "residual" in problem.capabilities:

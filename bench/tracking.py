@@ -10,8 +10,10 @@ reached the run goes on, writes everything locally and says so once.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -148,9 +150,6 @@ class Tracker:
     def log_metrics(self, values: Mapping[str, float], step: int = 0) -> None:
         if not self.live:
             return
-        import math
-        import time
-
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
