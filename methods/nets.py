@@ -9,7 +9,8 @@ derivative backend (`methods/taylor.py`) propagates Taylor coefficients through 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +25,7 @@ __all__ = [
     "ModifiedMLP",
     "Net",
     "Normalize",
+    "OutputTransform",
     "build_net",
 ]
 
@@ -217,3 +219,89 @@ def build_net(
     body_cls = MLP if kind == "mlp" else ModifiedMLP
     body = body_cls(in_dim, out_dim, width, depth, activation, generator)
     return Net(norm, features, body).to(dtype=dtype, device=device)
+
+
+# Names an output-transform expression may use besides axes, fields and problem parameters.
+TRANSFORM_FUNCTIONS: dict[str, object] = {
+    "exp": torch.exp,
+    "log": torch.log,
+    "sin": torch.sin,
+    "cos": torch.cos,
+    "tanh": torch.tanh,
+    "sqrt": torch.sqrt,
+    "abs": torch.abs,
+    "pi": math.pi,
+}
+
+
+class OutputTransform(nn.Module):
+    """A trial function around a net: field `f` becomes `expr_f(axes, raw outputs, params)`.
+
+    This is how hard constraints enter (e.g. `y = 1 + (1 - exp(-x)) * y` fixes y(0) = 1, as
+    the singular-ODE papers do), without special cases in any method. Each expression is
+    Python syntax over the axis names (coordinate columns `[N]`), the field names (the net's
+    raw outputs `[N]`), the problem's numeric hyper-parameters, and `TRANSFORM_FUNCTIONS`.
+    Fields without an expression pass through unchanged.
+
+    Arguments:
+        net: the wrapped model, `[N, d] -> [N, k]`.
+        exprs: `{field: expression}`.
+        axes, names: the problem's axes and fields (column order).
+        params: numeric constants the expressions may use (axes and fields shadow them).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        exprs: Mapping[str, str],
+        axes: Sequence[str],
+        names: Sequence[str],
+        params: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.axes, self.names = tuple(axes), tuple(names)
+        consts = {k: float(v) for k, v in (params or {}).items()}
+        self.consts = {**TRANSFORM_FUNCTIONS, **consts}
+        allowed = set(self.consts) | set(self.axes) | set(self.names)
+        self.codes: dict[int, object] = {}
+        for field, expr in exprs.items():
+            key = f"method.output_transform.{field}"
+            if field not in self.names:
+                raise ConfigError(f"{key}: unknown field {field!r}; the fields are {self.names}")
+            code = compile_transform(key, expr)
+            unknown = sorted(set(code.co_names) - allowed)
+            if unknown:
+                raise ConfigError(
+                    f"{key}: unknown name(s) {unknown} in {expr!r}; usable names are the axes "
+                    f"{list(self.axes)}, the fields {list(self.names)}, the problem's parameters "
+                    f"{sorted(consts)} and {sorted(TRANSFORM_FUNCTIONS)}"
+                )
+            self.codes[self.names.index(field)] = code
+
+    def forward(self, x: Tensor) -> Tensor:
+        raw = self.net(x)
+        scope = dict(self.consts)
+        scope.update({a: x[:, i] for i, a in enumerate(self.axes)})
+        scope.update({n: raw[:, j] for j, n in enumerate(self.names)})
+        cols = []
+        for j in range(raw.shape[1]):
+            if j in self.codes:
+                val = eval(self.codes[j], {"__builtins__": {}}, scope)  # noqa: S307
+                cols.append(torch.broadcast_to(torch.as_tensor(val).to(raw), raw[:, j].shape))
+            else:
+                cols.append(raw[:, j])
+        return torch.stack(cols, dim=1)
+
+    def main_weights(self) -> list[Tensor]:
+        return self.net.main_weights()
+
+
+def compile_transform(key: str, expr: object):  # noqa: ANN201 (a code object)
+    """Compile one output-transform expression, or raise a ConfigError naming `key`."""
+    if not isinstance(expr, str) or not expr.strip():
+        raise ConfigError(f"{key} must be an expression string, got {expr!r}")
+    try:
+        return compile(expr.strip(), key, "eval")
+    except SyntaxError as e:
+        raise ConfigError(f"{key}: {expr!r} is not a valid expression ({e.msg})") from None

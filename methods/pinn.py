@@ -21,7 +21,7 @@ from torch import Tensor
 
 from bench.registry import register_method
 from methods.base import Budget, Method, Predictor, Report, TorchPredictor
-from methods.nets import ACTIVATIONS, NETS, Net, build_net
+from methods.nets import ACTIVATIONS, NETS, Net, OutputTransform, build_net, compile_transform
 from methods.taylor import BACKENDS, FieldsBuilder, probe
 from problems.base import ConfigError, Fields, Problem
 
@@ -89,6 +89,15 @@ class PINN(Method):
         weights: static loss weights by term (`pde` and condition names; missing: 1).
         lra: learning-rate annealing of the condition weights during Adam.
         lra_alpha, lra_every: its moving-average factor and update interval (steps).
+        output_transform: a trial function per field, e.g. `{y: "1 + (1 - exp(-x)) * y"}`, over
+            the axes, the raw net outputs (by field name), the problem's numeric parameters and
+            exp/log/sin/cos/tanh/sqrt/abs/pi (see `methods.nets.OutputTransform`). Hard
+            constraints this way; derivatives then use autograd.
+        sdgd_dims: SDGD (Hu et al. 2024): each step, the Laplacian of the PDE residual sums
+            over this many sampled dimensions, scaled by d / B (0: the full Laplacian).
+        sdgd_variant: 1: the full residual, detached, times the gradient of the sampled one
+            (unbiased); 2: two independent samples for the value and the gradient (unbiased,
+            cheap); 3: the sampled residual squared (biased, cheapest; the paper's Sec. 5.1).
     """
 
     needs = frozenset({"residual"})
@@ -116,6 +125,9 @@ class PINN(Method):
         lra: bool = False,
         lra_alpha: float = 0.1,
         lra_every: int = 10,
+        output_transform: Mapping[str, str] | None = None,
+        sdgd_dims: int = 0,
+        sdgd_variant: int = 2,
     ) -> None:
         super().__init__()
         self.net = _choice("net", net, NETS)
@@ -141,6 +153,25 @@ class PINN(Method):
         self.lra = _bool("lra", lra)
         self.lra_alpha = _real("lra_alpha", lra_alpha, 0.0, 1.0)
         self.lra_every = _int("lra_every", lra_every, 1)
+        self.output_transform = _mapping(
+            "output_transform",
+            output_transform,
+            lambda k, v: (compile_transform(f"method.{k}", v), str(v).strip())[1],
+        )
+        self.sdgd_dims = _int("sdgd_dims", sdgd_dims, 0)
+        self.sdgd_variant = _int("sdgd_variant", sdgd_variant, 1)
+        if self.sdgd_variant > 3:
+            raise ConfigError(f"method.sdgd_variant must be 1, 2 or 3, got {sdgd_variant!r}")
+        if self.sdgd_dims and self.lbfgs:
+            raise ConfigError(
+                "method.sdgd_dims > 0 makes the loss stochastic, which L-BFGS cannot use: "
+                "set method.lbfgs=false (and train with Adam for the whole budget)"
+            )
+        if self.sdgd_dims and self.derivatives == "taylor":
+            raise ConfigError(
+                "method.sdgd_dims samples second derivatives with autograd, as the paper does: "
+                "set method.derivatives=auto or autograd"
+            )
 
     def trainer(self, problem: Problem) -> Trainer:
         """The net, points, loss and optimiser state of a run on `problem` (seeded)."""
@@ -225,11 +256,31 @@ class Trainer:
             dtype=dt,
             device=dev,
         )
+        if m.output_transform:
+            consts = {
+                k: v
+                for k, v in problem.params.items()
+                if isinstance(v, numbers.Real) and not isinstance(v, bool)
+            }
+            self.net = OutputTransform(  # type: ignore[assignment]
+                self.net, m.output_transform, problem.axes, problem.fields, consts
+            )
         self.predictor = TorchPredictor(self.net, tuple(problem.axes), tuple(problem.fields))
         self.batch = self.sample()
-        requested = probe(self.net, problem.axes, problem.fields, self.residuals, self.batch)
+        backend = "autograd" if m.sdgd_dims else m.derivatives
+        if backend == "autograd":  # no plan to make: skip the probe (costly in high dimension)
+            requested: list[set] = [set() for _ in self.residuals]
+        else:
+            requested = probe(self.net, problem.axes, problem.fields, self.residuals, self.batch)
+        self.sdgd_gen = m.generator(2)
         self.fields = FieldsBuilder(
-            self.net, problem.axes, problem.fields, m.derivatives, requested
+            self.net,
+            problem.axes,
+            problem.fields,
+            backend,
+            requested,
+            laplacian_dims=m.sdgd_dims,
+            generator=self.sdgd_gen,
         )
         self.params = list(self.net.parameters())
         self.adam = _adam(self.params, m.lr)
@@ -249,8 +300,25 @@ class Trainer:
 
     def losses(self, batch: list[Tensor] | None = None) -> list[Tensor]:
         """The unweighted loss terms (mean squared residuals) on `batch`, in `self.terms` order."""
-        fs = self.fields(self.batch if batch is None else batch)
-        return [fn(f).square().mean() for fn, f in zip(self.residuals, fs)]
+        batch = self.batch if batch is None else batch
+        fs = self.fields(batch)
+        out = [fn(f).square().mean() for fn, f in zip(self.residuals, fs)]
+        if self.method.sdgd_dims and self.method.sdgd_variant != 3:
+            out[0] = self._sdgd_pde_loss(fs[0], batch[0])
+        return out
+
+    def _sdgd_pde_loss(self, f: Fields, points: Tensor) -> Tensor:
+        """An SDGD loss whose value is mean(R_v^2) and whose gradient is mean(2 R_v dR_s):
+        R_s is the residual on the Laplacian sampled in `f`; R_v is detached, and is either the
+        full residual (variant 1) or the residual on an independent sample (variant 2)."""
+        m, p = self.method, self.problem
+        dims = 0 if m.sdgd_variant == 1 else m.sdgd_dims
+        fv = Fields(
+            points, p.axes, p.fields, model=self.net, laplacian_dims=dims, generator=self.sdgd_gen
+        )
+        r_v = p.residual(fv).detach()
+        r_s = p.residual(f)
+        return r_v.square().mean() + (2 * r_v * (r_s - r_s.detach())).mean()
 
     def total(self, losses: list[Tensor]) -> Tensor:
         return sum(w * lam * L for w, lam, L in zip(self.weights, self.lam, losses))  # type: ignore[return-value]

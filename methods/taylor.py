@@ -363,6 +363,7 @@ class FieldsBuilder:
             supported) or `"auto"` (taylor when the net is supported and no block needs
             derivatives above order two, else autograd).
         requested: per block, the derivative keys its residual reads (see `probe`).
+        laplacian_dims, generator: SDGD's sampled Laplacian (autograd backend; see `Fields`).
     """
 
     def __init__(
@@ -372,6 +373,8 @@ class FieldsBuilder:
         names: Sequence[str],
         backend: str,
         requested: Sequence[set[Key]],
+        laplacian_dims: int = 0,
+        generator: torch.Generator | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"derivatives must be one of {list(BACKENDS)}, got {backend!r}")
@@ -380,13 +383,17 @@ class FieldsBuilder:
                 "derivatives=taylor supports Net(MLP|ModifiedMLP, tanh|sin) only; "
                 "use derivatives=auto to fall back to autograd"
             )
+        if laplacian_dims and backend == "taylor":
+            raise ConfigError("sampled Laplacians (SDGD) need the autograd backend")
         self.model = model
         self.axes = tuple(axes)
         self.names = tuple(names)
+        self.laplacian_dims = laplacian_dims
+        self.generator = generator
         requested = [set(r) for r in requested]
         max_order = max((len(k) - 1 for r in requested for k in r), default=0)
         self.taylor = backend == "taylor" or (
-            backend == "auto" and supports(model) and max_order <= 2
+            backend == "auto" and supports(model) and max_order <= 2 and not laplacian_dims
         )
         self.backend = "taylor" if self.taylor else "autograd"
         self.needs = [any(len(k) > 1 for k in r) for r in requested]
@@ -395,7 +402,17 @@ class FieldsBuilder:
     def __call__(self, blocks: Sequence[Tensor]) -> list[Fields]:
         """One `Fields` per block of points, in the order of `requested`."""
         if not self.taylor:
-            return [Fields(b, self.axes, self.names, model=self.model) for b in blocks]
+            return [
+                Fields(
+                    b,
+                    self.axes,
+                    self.names,
+                    model=self.model,
+                    laplacian_dims=self.laplacian_dims,
+                    generator=self.generator,
+                )
+                for b in blocks
+            ]
         out: list[Fields] = [None] * len(blocks)  # type: ignore[list-item]
         for need in (True, False):
             idx = [i for i, b in enumerate(blocks) if self.needs[i] == need]

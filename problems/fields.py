@@ -5,9 +5,13 @@ A residual reads `f.x`, `f["u"]`, `f.d("u", "x")`, `f.d("u", "x", "x")`, `f.lapl
 cached, so a residual that names `u_x` twice pays for it once.
 
 The backend is the method's choice. `Fields` is the autograd backend; a backend that computes
-derivatives another way (forward/Taylor mode, closed form for Gaussians, sampled dimensions)
-subclasses it and overrides `_derivative`. `requested` records every derivative a residual asked
-for, so a forward-mode backend can be planned from one probing call.
+derivatives another way (forward/Taylor mode, closed form for Gaussians) subclasses it and
+overrides `_derivative`. `requested` records every derivative a residual asked for, so a
+forward-mode backend can be planned from one probing call.
+
+Sampled dimensions (SDGD; Hu, Shukla, Karniadakis & Kawaguchi 2024) are an option of the
+Laplacian: with `laplacian_dims = B`, `laplacian` over d > B axes returns the unbiased estimate
+(d / B) * sum of u_ii over B axes drawn without replacement, fresh at every call.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ class Fields:
         names: output field names, in column order.
         model: maps `[N, d]` points to `[N, k]` values. Ignored when `values` is given.
         values: precomputed `[N, k]` outputs (must be a differentiable function of `points`).
+        create_graph: keep derivatives differentiable (needed to train on them).
+        laplacian_dims: SDGD: the number B of axes `laplacian` samples (0: all, exactly).
+        generator: the source of those samples (CPU generator).
     """
 
     def __init__(
@@ -45,9 +52,12 @@ class Fields:
         model: Callable[[Tensor], Tensor] | None = None,
         values: Tensor | None = None,
         create_graph: bool = True,
+        laplacian_dims: int = 0,
+        generator: torch.Generator | None = None,
     ) -> None:
         self.axes = tuple(axes)
         self.names = tuple(names)
+        self._axis_index = {a: i for i, a in enumerate(self.axes)}  # O(1) lookups for large d
         if values is None:
             if model is None:
                 raise ValueError("Fields needs a model or precomputed values")
@@ -62,14 +72,17 @@ class Fields:
         self.points = points
         self.values = values
         self.create_graph = create_graph
+        self.laplacian_dims = int(laplacian_dims)
+        self.generator = generator
         self.requested: set[tuple[str, ...]] = set()
         self._cache: dict[tuple[str, ...], Tensor] = {}
+        self._gradients: dict[str, Tensor] = {}
 
     # -- lookups --------------------------------------------------------------------------
     def _axis(self, axis: str) -> int:
         try:
-            return self.axes.index(axis)
-        except ValueError:
+            return self._axis_index[axis]
+        except KeyError:
             raise FieldsError(
                 f"unknown axis {axis!r}; this problem's axes are {self.axes}"
             ) from None
@@ -88,9 +101,10 @@ class Fields:
 
     def __getattr__(self, axis: str) -> Tensor:
         """Coordinate column `axis` (e.g. `f.x`, `f.t`), shape `[N]`."""
-        if axis.startswith("_") or axis not in self.__dict__.get("axes", ()):
+        index = self.__dict__.get("_axis_index", {})
+        if axis.startswith("_") or axis not in index:
             raise AttributeError(axis)
-        return self.points[:, self.axes.index(axis)]
+        return self.points[:, index[axis]]
 
     @property
     def n(self) -> int:
@@ -104,7 +118,7 @@ class Fields:
             self._axis(a)
         if not axes:
             return self[name]
-        key = (name, *sorted(axes, key=self.axes.index))
+        key = (name, *sorted(axes, key=self._axis_index.__getitem__))
         self.requested.add(key)
         if key not in self._cache:
             self._cache[key] = self._derivative(key)
@@ -113,19 +127,41 @@ class Fields:
     def grad(self, name: str, axes: Sequence[str] | None = None) -> Tensor:
         """Gradient of `name` over `axes` (default: all axes), shape `[N, len(axes)]`."""
         axes = self.axes if axes is None else tuple(axes)
-        return torch.stack([self.d(name, a) for a in axes], dim=1)
+        return torch.stack([self.d(name, a) for a in axes], dim=1) if axes else self.points[:, :0]
 
     def laplacian(self, name: str, axes: Sequence[str] | None = None) -> Tensor:
-        """Sum of second derivatives of `name` over `axes` (default: all axes but `t`)."""
+        """Sum of second derivatives of `name` over `axes` (default: all axes but `t`).
+
+        With `laplacian_dims = B < len(axes)`: the SDGD estimate over B sampled axes, scaled
+        by `len(axes) / B`, so that its expectation is the Laplacian.
+        """
         if axes is None:
             axes = tuple(a for a in self.axes if a != "t")
+        axes = tuple(axes)
+        b = self.laplacian_dims
+        if 0 < b < len(axes):
+            pick = torch.randperm(len(axes), generator=self.generator)[:b].sort().values
+            return (len(axes) / b) * sum(self.d(name, axes[i], axes[i]) for i in pick.tolist())
         return sum(self.d(name, a, a) for a in axes)
 
     def _derivative(self, key: tuple[str, ...]) -> Tensor:
-        """Autograd backend: differentiate the cached lower-order derivative once more."""
-        lower = self.d(key[0], *key[1:-1])
+        """Autograd backend: differentiate the cached lower-order derivative once more.
+
+        One backward pass gives the derivative along every axis at once; first derivatives
+        keep the whole gradient (`[N, d]`, the size of the inputs), so a gradient over d axes
+        costs one pass, not d. Higher orders keep only the column asked for: their full
+        gradients would add up to the Hessian.
+        """
+        if len(key) == 2:
+            if key[0] not in self._gradients:
+                self._gradients[key[0]] = self._backward(self[key[0]])
+            return self._gradients[key[0]][:, self._axis(key[1])]
+        return self._backward(self.d(key[0], *key[1:-1]))[:, self._axis(key[-1])]
+
+    def _backward(self, lower: Tensor) -> Tensor:
+        """`[N, d]`: the derivative of `lower` `[N]` (pointwise in the inputs) along every axis."""
         if not lower.requires_grad:  # the lower derivative is constant in the inputs
-            return torch.zeros_like(lower)
+            return torch.zeros_like(self.points)
         (g,) = torch.autograd.grad(
             lower,
             self.points,
@@ -133,6 +169,4 @@ class Fields:
             create_graph=self.create_graph,
             allow_unused=True,
         )
-        if g is None:
-            return torch.zeros_like(lower)
-        return g[:, self._axis(key[-1])]
+        return torch.zeros_like(self.points) if g is None else g

@@ -154,3 +154,63 @@ def test_unknown_names_are_explained(backend):
     with pytest.raises(AttributeError):
         f.z  # noqa: B018
     torch.testing.assert_close(f.y, _points()[:, 1])
+
+
+# -- SDGD: sampled Laplacian -------------------------------------------------------------------
+def _quadratic(d: int, n: int = 8):
+    """u = sum_i c_i x_i^2 over d axes: Laplacian 2 sum_i c_i, u_ii = 2 c_i."""
+    axes = tuple(f"x{i}" for i in range(d))
+    c = torch.arange(1, d + 1, dtype=torch.float64)
+    pts = torch.rand(n, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    return axes, c, pts, lambda x: (c * x**2).sum(1, keepdim=True)
+
+
+def test_sampled_laplacian_is_unbiased_and_samples_without_replacement():
+    d, b = 6, 2
+    axes, c, pts, model = _quadratic(d)
+    gen = torch.Generator().manual_seed(1)
+    draws = []
+    for _ in range(3000):
+        f = Fields(pts, axes, ("u",), model=model, laplacian_dims=b, generator=gen)
+        est = f.laplacian("u")
+        assert torch.allclose(est, est[0].expand_as(est))  # one sample of axes per call
+        seconds = [k for k in f.requested if len(k) == 3]
+        assert len(seconds) == b and all(k[1] == k[2] for k in seconds)  # distinct u_ii only
+        draws.append(est[0].item())
+    draws = torch.tensor(draws)
+    exact = 2 * c.sum().item()
+    stderr = draws.std().item() / len(draws) ** 0.5
+    assert abs(draws.mean().item() - exact) < 4 * stderr
+    # each draw is (d / b) * 2 * (c_i + c_j) for a pair i < j
+    pairs = {(d / b) * 2 * (c[i] + c[j]).item() for i in range(d) for j in range(i + 1, d)}
+    assert all(min(abs(v - p) for p in pairs) < 1e-9 for v in draws.tolist())
+
+
+def test_sampled_laplacian_with_all_dimensions_is_exact():
+    axes, c, pts, model = _quadratic(5)
+    f = Fields(pts, axes, ("u",), model=model, laplacian_dims=5)
+    assert torch.allclose(f.laplacian("u"), torch.full((8,), 2 * c.sum().item(), dtype=c.dtype))
+
+
+def test_gradient_over_many_axes_is_one_backward_pass():
+    """First derivatives along all d axes come from one autograd call, cached as [N, d]."""
+    d = 300
+    axes, c, pts, model = _quadratic(d, n=4)
+    f = Fields(pts, axes, ("u",), model=model)
+    calls = 0
+    real = torch.autograd.grad
+
+    def counting(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return real(*args, **kwargs)
+
+    torch.autograd.grad = counting
+    try:
+        g = f.grad("u")
+        second = f.d("u", "x7", "x7")
+    finally:
+        torch.autograd.grad = real
+    assert calls == 2  # one for the whole gradient, one for u_x7x7
+    assert torch.allclose(g, 2 * c * pts)
+    assert torch.allclose(second, torch.full((4,), 2 * c[7].item(), dtype=c.dtype))

@@ -11,7 +11,7 @@ import torch
 from bench.monitor import Monitor
 from bench.registry import build_method, build_problem
 from methods.base import Budget
-from problems.base import ConfigError
+from problems.base import Box, ConfigError, Problem
 
 # a small net on few points keeps each run to seconds on 2 cores
 SMALL = dict(width=16, depth=4, n_collocation=1000, n_points={"ic": 100, "bc": 100})
@@ -126,3 +126,97 @@ def test_lra_updates_the_condition_weights(burgers):
 def test_bad_hyperparameters_name_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         build_method("pinn", **overrides)
+
+
+def test_output_transform_imposes_a_hard_constraint(burgers):
+    """`(1 - x**2) * u` vanishes at x = +-1 whatever the net; the error still falls."""
+    budget = Budget(steps=250, eval_every=50)
+    mon, pred = _run(burgers, budget, adam_steps=150, output_transform={"u": "(1 - x**2) * u"})
+    t = torch.linspace(0, 1, 7, dtype=torch.float64)
+    edges = torch.cat([torch.stack([s * torch.ones(7), t], 1) for s in (-1.0, 1.0)])
+    assert abs(pred(edges.numpy())).max() < 1e-12
+    errors = [row["rel_l2"] for row in mon.curve]
+    assert errors[-1] < 0.5 * errors[0], errors
+
+
+def test_output_transform_sees_the_problem_parameters(burgers):
+    trainer = build_method("pinn", **SMALL, output_transform={"u": "0 * u + nu"}).trainer(burgers)
+    out = trainer.predictor(burgers.sample_interior(5).numpy())
+    assert out == pytest.approx(burgers.nu)
+
+
+@pytest.mark.parametrize(
+    "transform,match",
+    [
+        ({"u": "(1 - x**2) * u +"}, r"output_transform\.u.*not a valid expression"),
+        ({"u": 3}, r"output_transform\.u must be an expression string"),
+        ("u * x", r"output_transform must be a mapping"),
+    ],
+)
+def test_bad_output_transform_is_rejected_at_construction(transform, match):
+    with pytest.raises(ConfigError, match=match):
+        build_method("pinn", output_transform=transform)
+
+
+@pytest.mark.parametrize(
+    "transform,match",
+    [
+        ({"v": "u"}, r"unknown field 'v'"),
+        ({"u": "y * u"}, r"unknown name\(s\) \['y'\].*axes \['x', 't'\]"),
+        ({"u": "__import__('os')"}, r"unknown name\(s\) \['__import__'\]"),
+    ],
+)
+def test_output_transform_names_are_checked_against_the_problem(burgers, transform, match):
+    with pytest.raises(ConfigError, match=match):
+        build_method("pinn", **SMALL, output_transform=transform).trainer(burgers)
+
+
+# -- SDGD ----------------------------------------------------------------------------------------
+class _Poisson(Problem):
+    """-Laplacian(u) = 1 in [0, 1]^5 (no conditions: only the PDE term matters here)."""
+
+    axes = tuple(f"x{i}" for i in range(5))
+    fields = ("u",)
+    domain = Box({a: (0.0, 1.0) for a in axes})
+    n_collocation = 16
+
+    def residual(self, f):
+        return (f.laplacian("u", self.axes) + f["u"] ** 2 + 1)[:, None]
+
+    def conditions(self):
+        return []
+
+    def _compute_reference(self):
+        raise NotImplementedError
+
+
+def _pde_gradient(trainer):
+    trainer.net.zero_grad()
+    trainer.losses()[0].backward()
+    return torch.cat([p.grad.reshape(-1) for p in trainer.params])
+
+
+@pytest.mark.parametrize("variant,unbiased", [(1, True), (2, True), (3, False)])
+def test_sdgd_gradient_is_unbiased_in_variants_1_and_2(variant, unbiased):
+    """Averaged over many draws, the SDGD gradient of the PDE loss equals the full-Laplacian
+    gradient for the two unbiased variants; the plain sampled loss (variant 3) misses it."""
+    problem = _Poisson()
+    kw = dict(width=8, depth=2, lbfgs=False, derivatives="autograd")
+    full = _pde_gradient(build_method("pinn", **kw).trainer(problem))
+    tr = build_method("pinn", **kw, sdgd_dims=2, sdgd_variant=variant).trainer(problem)
+    draws = torch.stack([_pde_gradient(tr) for _ in range(800)])
+    mean, stderr = draws.mean(0), draws.std(0) / len(draws) ** 0.5
+    z = ((mean - full) / stderr.clamp_min(1e-12)).abs()
+    if unbiased:
+        assert z.max() < 5, z.max()
+    else:
+        assert z.max() > 10, z.max()
+
+
+def test_sdgd_options_are_checked():
+    with pytest.raises(ConfigError, match=r"method\.lbfgs=false"):
+        build_method("pinn", sdgd_dims=10)
+    with pytest.raises(ConfigError, match=r"sdgd_variant must be 1, 2 or 3"):
+        build_method("pinn", sdgd_dims=10, lbfgs=False, sdgd_variant=4)
+    with pytest.raises(ConfigError, match=r"derivatives=auto or autograd"):
+        build_method("pinn", sdgd_dims=10, lbfgs=False, derivatives="taylor")
