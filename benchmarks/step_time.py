@@ -65,9 +65,12 @@ def keep_freed_memory() -> bool:
 
 
 def trainer(config: str, backend: str, dtype: str):
-    """A `pinn` trainer on Burgers for one configuration, backend and precision."""
+    """A `pinn` trainer on Burgers for one configuration, backend and precision; the backend
+    `compiled` is the forward-mode one under `torch.compile`."""
     cfg = {k: v for k, v in CONFIGS[config].items() if k != "label"}
-    method = build_method("pinn", derivatives=backend, lbfgs=False, **cfg)
+    compiled = backend == "compiled"
+    backend = "taylor" if compiled else backend
+    method = build_method("pinn", derivatives=backend, lbfgs=False, compile=compiled, **cfg)
     method.dtype = getattr(torch, dtype)
     return method.trainer(build_problem("burgers"))
 
@@ -117,7 +120,13 @@ def step_ms(config: str, combos: list, threads: int, args: argparse.Namespace) -
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    ap.add_argument("--backends", nargs="+", default=["autograd", "taylor"])
+    ap.add_argument(
+        "--backends",
+        nargs="+",
+        default=["autograd", "taylor"],
+        choices=["autograd", "taylor", "compiled"],
+        help="compiled: taylor under torch.compile (warm-up steps absorb the compilation)",
+    )
     ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     ap.add_argument(
         "--threads", nargs="+", type=int, default=None, help="default: torch's default, then 1"

@@ -98,6 +98,8 @@ class PINN(Method):
         sdgd_variant: 1: the full residual, detached, times the gradient of the sampled one
             (unbiased); 2: two independent samples for the value and the gradient (unbiased,
             cheap); 3: the sampled residual squared (biased, cheapest; the paper's Sec. 5.1).
+        compile: compile the loss (jet forward pass, residuals) with `torch.compile`; needs the
+            forward-mode backend. Compilation time is charged to the run's training time.
     """
 
     needs = frozenset({"residual"})
@@ -128,6 +130,7 @@ class PINN(Method):
         output_transform: Mapping[str, str] | None = None,
         sdgd_dims: int = 0,
         sdgd_variant: int = 2,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.net = _choice("net", net, NETS)
@@ -166,6 +169,12 @@ class PINN(Method):
             raise ConfigError(
                 "method.sdgd_dims > 0 makes the loss stochastic, which L-BFGS cannot use: "
                 "set method.lbfgs=false (and train with Adam for the whole budget)"
+            )
+        self.compile = _bool("compile", compile)
+        if self.compile and (self.derivatives == "autograd" or self.sdgd_dims):
+            raise ConfigError(
+                "method.compile needs the forward-mode derivative backend (torch.compile cannot "
+                "differentiate twice): set method.derivatives=auto or taylor, and sdgd_dims=0"
             )
         if self.sdgd_dims and self.derivatives == "taylor":
             raise ConfigError(
@@ -282,6 +291,14 @@ class Trainer:
             laplacian_dims=m.sdgd_dims,
             generator=self.sdgd_gen,
         )
+        self._compiled = None
+        if m.compile:
+            if not self.fields.taylor:
+                raise ConfigError(
+                    "method.compile needs the forward-mode backend, which this net or problem "
+                    "does not support (an output transform, or derivatives above order two)"
+                )
+            self._compiled = torch.compile(self._losses, dynamic=False)
         self.params = list(self.net.parameters())
         self.adam = _adam(self.params, m.lr)
         self.lbfgs: torch.optim.LBFGS | None = None
@@ -301,6 +318,11 @@ class Trainer:
     def losses(self, batch: list[Tensor] | None = None) -> list[Tensor]:
         """The unweighted loss terms (mean squared residuals) on `batch`, in `self.terms` order."""
         batch = self.batch if batch is None else batch
+        if self._compiled is not None:
+            return self._compiled(batch)
+        return self._losses(batch)
+
+    def _losses(self, batch: list[Tensor]) -> list[Tensor]:
         fs = self.fields(batch)
         out = [fn(f).square().mean() for fn, f in zip(self.residuals, fs)]
         if self.method.sdgd_dims and self.method.sdgd_variant != 3:

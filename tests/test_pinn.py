@@ -220,3 +220,17 @@ def test_sdgd_options_are_checked():
         build_method("pinn", sdgd_dims=10, lbfgs=False, sdgd_variant=4)
     with pytest.raises(ConfigError, match=r"derivatives=auto or autograd"):
         build_method("pinn", sdgd_dims=10, lbfgs=False, derivatives="taylor")
+
+
+def test_compiled_loss_matches_the_eager_one(burgers):
+    """`compile: true` changes how the loss is computed, not what it is (nor its gradient)."""
+    kw = dict(SMALL, n_collocation=200)
+    eager = build_method("pinn", **kw).trainer(burgers)
+    comp = build_method("pinn", **kw, compile=True).trainer(burgers)
+    for tr in (eager, comp):
+        for _ in range(3):
+            tr.adam_step()
+    for a, b in zip(eager.losses(), comp.losses()):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
+    with pytest.raises(ConfigError, match=r"method\.compile needs the forward-mode"):
+        build_method("pinn", compile=True, derivatives="autograd")
