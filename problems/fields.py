@@ -129,20 +129,33 @@ class Fields:
         axes = self.axes if axes is None else tuple(axes)
         return torch.stack([self.d(name, a) for a in axes], dim=1) if axes else self.points[:, :0]
 
-    def laplacian(self, name: str, axes: Sequence[str] | None = None) -> Tensor:
-        """Sum of second derivatives of `name` over `axes` (default: all axes but `t`).
+    def laplacian(
+        self, name: str, axes: Sequence[str] | None = None, weights: Tensor | None = None
+    ) -> Tensor:
+        """Sum of second derivatives of `name` over `axes` (default: all axes but `t`); with
+        `weights` `[N, len(axes)]`, the weighted sum sum_i w_i u_ii (e.g. x_i^2 for
+        Black–Scholes).
 
         With `laplacian_dims = B < len(axes)`: the SDGD estimate over B sampled axes, scaled
-        by `len(axes) / B`, so that its expectation is the Laplacian.
+        by `len(axes) / B`, so that its expectation is the (weighted) Laplacian.
         """
         if axes is None:
             axes = tuple(a for a in self.axes if a != "t")
         axes = tuple(axes)
+        if weights is not None and tuple(weights.shape) != (self.n, len(axes)):
+            raise ValueError(
+                f"laplacian weights have shape {tuple(weights.shape)}, "
+                f"expected [N, len(axes)] = [{self.n}, {len(axes)}]"
+            )
+        picks = range(len(axes))
+        scale = 1.0
         b = self.laplacian_dims
         if 0 < b < len(axes):
-            pick = torch.randperm(len(axes), generator=self.generator)[:b].sort().values
-            return (len(axes) / b) * sum(self.d(name, axes[i], axes[i]) for i in pick.tolist())
-        return sum(self.d(name, a, a) for a in axes)
+            picks = torch.randperm(len(axes), generator=self.generator)[:b].sort().values.tolist()
+            scale = len(axes) / b
+        if weights is None:
+            return scale * sum(self.d(name, axes[i], axes[i]) for i in picks)
+        return scale * sum(weights[:, i] * self.d(name, axes[i], axes[i]) for i in picks)
 
     def _derivative(self, key: tuple[str, ...]) -> Tensor:
         """Autograd backend: differentiate the cached lower-order derivative once more.

@@ -214,3 +214,25 @@ def test_gradient_over_many_axes_is_one_backward_pass():
     assert calls == 2  # one for the whole gradient, one for u_x7x7
     assert torch.allclose(g, 2 * c * pts)
     assert torch.allclose(second, torch.full((4,), 2 * c[7].item(), dtype=c.dtype))
+
+
+def test_weighted_laplacian_exact_and_sampled():
+    """sum_i w_i u_ii, exactly and as an unbiased SDGD estimate."""
+    d = 4
+    axes, c, pts, model = _quadratic(d)
+    w = pts.square()
+    exact = (w * 2 * c).sum(1)
+    assert torch.allclose(Fields(pts, axes, ("u",), model=model).laplacian("u", weights=w), exact)
+    gen = torch.Generator().manual_seed(3)
+    est = torch.stack(
+        [
+            Fields(pts, axes, ("u",), model=model, laplacian_dims=1, generator=gen).laplacian(
+                "u", weights=w
+            )
+            for _ in range(4000)
+        ]
+    )
+    stderr = est.std(0) / len(est) ** 0.5
+    assert ((est.mean(0) - exact).abs() < 4 * stderr).all()
+    with pytest.raises(ValueError, match=r"expected \[N, len\(axes\)\]"):
+        Fields(pts, axes, ("u",), model=model).laplacian("u", weights=w[:, :2])
