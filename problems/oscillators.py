@@ -1,0 +1,593 @@
+"""Oscillator ODEs in time: Duffing, Adler, and the SNIC route to phase slips in a MEMS oscillator.
+
+All cases have the single axis `t`; initial values are conditions (`ic`, and `ic_v` for u'(0)).
+
+- `duffing`: u'' + delta u' + alpha u + beta u^3 = gamma cos(omega t), by default the chaotic
+  double-well set (0.3, -1, 1, 0.5, 1.2) from (u, u')(0) = (0.1, 0.1) on [0, 50]. Reference:
+  DOP853 at rtol 1e-12. Horizon, from evidence (max |u| differences against DOP853 at rtol
+  1e-14): rtol 1e-12 is off by 7e-12 up to t = 50, 5e-11 to t = 80, 8e-9 to t = 100, then
+  chaos takes over (2e-7 at t = 120, 2e-2 at t = 200; RK45 at rtol 1e-13, Radau at 1e-12 agree).
+  t = 50 keeps five orders of margin below 1e-6, and `_compute_reference` re-checks every
+  parameter set (rtol 1e-12 against 1e-13) and refuses a horizon where they differ by > 1e-8.
+- `duffing_free`: delta = gamma = 0, u(0) = A, u'(0) = 0, whose exact solution is
+  u = A cn(W t | m), W^2 = alpha + beta A^2, m = beta A^2 / (2 W^2), period 4 K(m) / W
+  (beta >= 0 and alpha + beta A^2 / 2 > 0: the orbit is not trapped in one well).
+- `adler` (locked, |nu| < K) and `adler_slip` (|nu| > K): phi' = nu - K sin(phi). With
+  (x, y) ~ (cos(phi/2), sin(phi/2)) the Riccati equation for tan(phi/2) is the linear system
+  (x, y)' = A (x, y), A = [[K/2, -nu/2], [nu/2, -K/2]], and A^2 = (K^2 - nu^2)/4 I, so
+  exp(A t) is cosh/sinh (locked), cos/sin (slip) or I + A t (nu = +-K) in closed form;
+  `adler_phase` unwraps the angle exactly (the phase moves monotonically, by less than 2 pi per
+  slip period T = 2 pi / sqrt(nu^2 - K^2), and by exactly 2 pi sign(nu) per period).
+- `mems_snic`: a self-sustained MEMS resonator (a Duffing beam in a saturating feedback loop,
+  modelled as a van der Pol–Duffing oscillator) under weak harmonic injection,
+
+      u'' + u = eps [mu (1 - u^2) u' - kappa u^3] + eps^2 f cos(omega t).
+
+  The PINN target and the reference (DOP853) are the full model's u(t).
+
+The Adler reduction of `mems_snic` (the classical injection-locking setting). The small parameter
+is eps: damping, gain and hardening are O(eps), injection and detuning O(eps^2). The free
+oscillator (f = 0) has a limit cycle of amplitude 2 + O(eps) and frequency
+Omega0 = 1 + 3 eps kappa / 2 + O(eps^2), computed here to round-off by shooting
+(`vdp_duffing_limit_cycle`) because its O(eps^2) part is as large as the detuning. With
+u = a cos(omega t + psi), u' = -a omega sin(omega t + psi), Krylov–Bogoliubov averaging gives
+
+    a'   = eps mu a/2 (1 - a^2/4) - eps^2 f/2 sin psi,
+    psi' = (Omega0 - omega) + eps 3 kappa/8 (a^2 - a0^2) - eps^2 f/(2a) cos psi  (+ O(eps^3)).
+
+The amplitude relaxes at rate eps mu, fast next to the O(eps^2) phase dynamics, so it is slaved:
+a = a0 - eps f/(2 mu) sin psi. Through the hardening (non-isochronicity) that amplitude change
+shifts the frequency, and the phase obeys Adler's equation
+
+    phi' = nu - K sin(phi),   phi = beta - pi/2 - psi,
+    nu = omega - Omega0,   K = eps^2 (f/4) sqrt(1 + (3 kappa/mu)^2),   beta = atan(3 kappa/mu),
+
+with relative errors O(eps) in nu and K (averaging and slaving are both first order in eps), so
+on the slow time scale t ~ 1/eps^2 the phase error is O(eps): tests halve eps and see it halve
+(mu = 1, kappa = 1/4, f = 1: the locked phase for nu = K/2 is off by 0.18, 0.090, 0.045 at
+eps = 0.2, 0.1, 0.05; the phase over one slip for nu = 2K by at most 0.53, 0.28).
+Hardening widens the locking range by sqrt(1 + (3 kappa/mu)^2). At nu = K a stable node and a
+saddle merge on the invariant circle (SNIC): past it the phase slips by 2 pi every
+2 pi / sqrt(nu^2 - K^2), a period that diverges as (nu - K)^(-1/2). Near the edge the reduction
+needs eps << (nu - K)/K, because an O(eps) error in nu or K is then a large error in nu - K:
+the `mems_snic` case (eps = 0.2, nu = 1.2 K) slips every 611 where Adler says 758, the full
+model's own locking edge lying between nu = 0.85 K and 0.9 K. `slow_phase` extracts phi from a
+trajectory.
+
+Hard-constraint trial functions in the PINN's `output_transform` syntax:
+    duffing, mems_snic: {u: "u0 + v0 * t + t**2 * u"};  duffing_free: {u: "amplitude + t**2 * u"};
+    adler, adler_slip:  {phi: "phi0 + t * phi"}.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from scipy.integrate import solve_ivp
+from scipy.optimize import brentq
+from scipy.special import ellipj, ellipk
+from torch import Tensor
+
+from bench.registry import register_problem
+from problems.base import Box, Condition, ConfigError, Fields, Problem, Reference
+from problems.solvers.ode import Rhs, integrate, self_convergence
+
+__all__ = [
+    "Adler",
+    "AdlerReduction",
+    "AdlerSlip",
+    "Duffing",
+    "DuffingFree",
+    "MemsSnic",
+    "adler_phase",
+    "adler_slip_period",
+    "duffing_cn",
+    "slow_phase",
+    "vdp_duffing_limit_cycle",
+]
+
+RTOL = 1e-12  # DOP853 tolerance of every integrated reference
+TRUST = 1e-8  # largest accepted change of a reference when the tolerance is cut tenfold
+
+
+# -- validation ---------------------------------------------------------------------------------
+def _count(key: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _real(key: str, value: object, minimum: float | None = None, strict: bool = False) -> float:
+    """A finite real; `> minimum` (strict) or `>= minimum` when a minimum is given."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and minimum is not None:
+        ok = value > minimum if strict else value >= minimum
+    if not ok:
+        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+        raise ConfigError(f"{key} must be a finite number{bound}, got {value!r}")
+    return float(value)
+
+
+# -- closed forms -------------------------------------------------------------------------------
+def duffing_cn(
+    t: np.ndarray, alpha: float, beta: float, amplitude: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (u, u') of u'' + alpha u + beta u^3 = 0, u(0) = amplitude, u'(0) = 0.
+
+    u = A cn(W t | m), u' = -A W sn dn, with W^2 = alpha + beta A^2, m = beta A^2 / (2 W^2);
+    valid for beta >= 0 and alpha + beta A^2 / 2 > 0 (then 0 <= m < 1). The argument is reduced
+    modulo the period 4 K(m) first, which keeps scipy's `ellipj` accurate at large t.
+    """
+    w2 = alpha + beta * amplitude**2
+    m = beta * amplitude**2 / (2.0 * w2)
+    if beta < 0 or not 0 <= m < 1 or w2 <= 0:
+        raise ValueError("the cn solution needs beta >= 0 and alpha + beta A^2 / 2 > 0")
+    w = math.sqrt(w2)
+    arg = np.mod(w * np.asarray(t, dtype=np.float64), 4.0 * ellipk(m))
+    sn, cn, dn, _ = ellipj(arg, m)
+    return amplitude * cn, -amplitude * w * sn * dn
+
+
+def adler_phase(t: np.ndarray, nu: float, K: float, phi0: float) -> np.ndarray:
+    """Exact solution of phi' = nu - K sin(phi), phi(0) = phi0, continuous in t (unwrapped).
+
+    Evaluates (x, y)(t) = exp(A t)(cos(phi0/2), sin(phi0/2)) in closed form (module docstring)
+    and returns phi = 2 arg(x + i y), unwrapped: the phase moves monotonically in the direction
+    of phi'(0), by less than 2 pi (locked, and within one slip period), so the half-angle change
+    lies in [0, pi) or (-pi, 0] and the branch is fixed by that sign. In the slip regime t is
+    first reduced modulo the period T, and each whole period adds 2 pi sign(nu).
+    """
+    t = np.asarray(t, dtype=np.float64)
+    shape = t.shape
+    t = t.ravel()
+    a = np.array([[K / 2, -nu / 2], [nu / 2, -K / 2]])
+    v0 = np.array([math.cos(phi0 / 2), math.sin(phi0 / 2)])
+    av0 = a @ v0
+    disc = nu * nu - K * K
+    turns = np.zeros_like(t)
+    if disc > 0:  # phase slips
+        om = math.sqrt(disc)
+        period = 2 * math.pi / om
+        turns = np.floor(t / period)
+        s = om * (t - turns * period) / 2
+        v = np.cos(s)[:, None] * v0 + ((2 / om) * np.sin(s))[:, None] * av0
+    elif disc < 0:  # locked: tanh keeps exp(A t) v0 bounded (only its direction matters)
+        g = math.sqrt(-disc)
+        v = v0 + ((2 / g) * np.tanh(g * t / 2))[:, None] * av0
+    else:  # the saddle-node point |nu| = K
+        v = v0 + t[:, None] * av0
+    centre = math.copysign(math.pi / 2, nu - K * math.sin(phi0))
+    if nu - K * math.sin(phi0) == 0:  # at a fixed point
+        centre = 0.0
+    half = np.arctan2(v[:, 1], v[:, 0]) - phi0 / 2 - centre
+    half = np.mod(half + math.pi, 2 * math.pi) - math.pi + centre
+    phi = phi0 + 2 * half + 2 * math.pi * math.copysign(1.0, nu) * turns
+    return phi.reshape(shape)
+
+
+def adler_slip_period(nu: float, K: float) -> float:
+    """Time of one 2 pi phase slip, 2 pi / sqrt(nu^2 - K^2) (|nu| > K)."""
+    if not abs(nu) > abs(K):
+        raise ValueError("the phase slips only for |nu| > |K|")
+    return 2 * math.pi / math.sqrt(nu * nu - K * K)
+
+
+# -- the MEMS oscillator ----------------------------------------------------------------------
+def _vdp_duffing(eps: float, mu: float, kappa: float, f: float = 0.0, omega: float = 0.0) -> Rhs:
+    """The first-order system of the MEMS oscillator (free when f = 0)."""
+
+    def rhs(t: float, y: np.ndarray) -> tuple[float, float]:
+        u, v = y
+        force = eps * eps * f * math.cos(omega * t)
+        return v, -u + eps * (mu * (1 - u * u) * v - kappa * u**3) + force
+
+    return rhs
+
+
+def _turning_point(direction: float):
+    """A terminal scipy event at u' = 0: a minimum of u (direction +1) or a maximum (-1)."""
+
+    def event(t: float, y: np.ndarray) -> float:
+        return y[1]
+
+    event.terminal, event.direction = True, direction  # type: ignore[attr-defined]
+    return event
+
+
+@lru_cache(maxsize=64)
+def vdp_duffing_limit_cycle(eps: float, mu: float, kappa: float) -> tuple[float, float]:
+    """Amplitude (u at u' = 0) and period of the free oscillator's limit cycle, by shooting.
+
+    The return map from (A, 0) to the next maximum of u is solved for its fixed point by Brent's
+    method; each evaluation integrates one period at DOP853 rtol 1e-13, so both numbers are
+    accurate to ~1e-12.
+    """
+    rhs = _vdp_duffing(eps, mu, kappa)
+
+    minimum, maximum = _turning_point(1.0), _turning_point(-1.0)
+    kw = {"method": "DOP853", "rtol": 1e-13, "atol": 1e-13}
+
+    def ret(amp: float) -> tuple[float, float]:
+        half = solve_ivp(rhs, (0.0, 100.0), [amp, 0.0], events=minimum, **kw)
+        full = solve_ivp(rhs, (half.t[-1], 200.0), half.y[:, -1], events=maximum, **kw)
+        if not (half.status == 1 and full.status == 1):
+            raise RuntimeError("no limit cycle found: the free oscillator does not oscillate")
+        return float(full.y_events[0][0][0]) - amp, float(full.t_events[0][0])
+
+    try:
+        amp = brentq(lambda a: ret(a)[0], 0.5, 4.0, xtol=1e-14, rtol=1e-14)
+    except ValueError:  # no sign change: no cycle through u' = 0 with 0.5 < u < 4
+        raise RuntimeError("no limit cycle of amplitude between 0.5 and 4 was found") from None
+    return amp, ret(amp)[1]
+
+
+@dataclass(frozen=True)
+class AdlerReduction:
+    """Adler's equation for the slow phase of `mems_snic` (module docstring), in time t.
+
+    Attributes: `nu` (detuning omega - Omega0), `K` (locking strength), `offset` (beta),
+    `omega` (drive), `omega0` and `amplitude` (free limit cycle: frequency, max u).
+    """
+
+    nu: float
+    K: float
+    offset: float
+    omega: float
+    omega0: float
+    amplitude: float
+
+    @property
+    def locked(self) -> bool:
+        return abs(self.nu) < self.K
+
+    def phase(self, t: np.ndarray, phi0: float) -> np.ndarray:
+        """Adler's prediction phi(t) from phi(0) = phi0."""
+        return adler_phase(t, self.nu, self.K, phi0)
+
+
+def slow_phase(t: np.ndarray, u: np.ndarray, v: np.ndarray, red: AdlerReduction) -> np.ndarray:
+    """The Adler phase phi = beta - pi/2 - psi of a full trajectory (u, u') at times `t`.
+
+    psi is the phase of u - i u'/omega = a e^{i(omega t + psi)} relative to the drive; `t` must
+    sample the trajectory finely enough to unwrap (several points per drive period).
+    """
+    z = np.asarray(u) - 1j * np.asarray(v) / red.omega
+    psi = np.unwrap(np.angle(z)) - red.omega * np.asarray(t)
+    return red.offset - math.pi / 2 - psi
+
+
+# -- problems -----------------------------------------------------------------------------------
+def _at_zero(n: int, generator: torch.Generator | None = None) -> Tensor:
+    return torch.zeros(n, 1, dtype=torch.float64)
+
+
+class _Oscillator(Problem):
+    """Shared plumbing: the time axis [0, t_end], a reference grid of `nt` times, and ICs."""
+
+    axes = ("t",)
+
+    def _setup(self, t_end: object, nt: object, n_collocation: object) -> dict[str, float | int]:
+        t_end = _real("t_end", t_end, 0.0, strict=True)
+        nt = _count("nt", nt, minimum=2)
+        n_collocation = _count("n_collocation", n_collocation)
+        self.t_end, self.nt, self.n_collocation = t_end, nt, n_collocation
+        self.domain = Box({"t": (0.0, t_end)})
+        return {"t_end": t_end, "nt": nt, "n_collocation": n_collocation}
+
+    def times(self) -> np.ndarray:
+        return np.linspace(0.0, self.t_end, self.nt)
+
+    def _initial(self, name: str, value: float, slope: float | None) -> list[Condition]:
+        """`ic`: field(0) - value; with `slope`, `ic_v`: field'(0) - slope."""
+        conds = [Condition("ic", _at_zero, lambda f: (f[name] - value)[:, None], 1)]
+        if slope is not None:
+            conds.append(
+                Condition("ic_v", _at_zero, lambda f: (f.d(name, "t") - slope)[:, None], 1)
+            )
+        return conds
+
+    def _grid_reference(self, values: np.ndarray) -> Reference:
+        t = self.times()
+        return Reference(t[:, None], values, exact=self.exact, grid=(t,))
+
+    def _trusted(self, rhs: Rhs, y0: list[float]) -> np.ndarray:
+        """DOP853 at RTOL on the grid, refused unless it agrees with rtol RTOL/10 to TRUST."""
+        y, diff = self_convergence(rhs, y0, self.times(), rtol=RTOL)
+        scale = max(1.0, float(np.max(np.abs(y[:, 0]))))
+        if diff[0] > TRUST * scale:
+            raise ConfigError(
+                f"t_end = {self.t_end:g} is beyond this system's predictable horizon: the DOP853 "
+                f"reference changes by {diff[0]:.1e} when its tolerance is cut from {RTOL:g} to "
+                f"{RTOL / 10:g}; choose a smaller t_end"
+            )
+        return y
+
+
+@register_problem("duffing")
+class Duffing(_Oscillator):
+    """Forced, damped Duffing oscillator u'' + delta u' + alpha u + beta u^3 = gamma cos(omega t).
+
+    Arguments:
+        delta (>= 0), alpha, beta (>= 0), gamma, omega (>= 0): the coefficients.
+        u0, v0: u(0) and u'(0).
+        t_end: horizon; the reference refuses one where DOP853 is not converged (chaos).
+        nt: reference grid, linspace(0, t_end, nt). n_collocation: default collocation points.
+    """
+
+    fields = ("u",)
+    reference_keys = ("delta", "alpha", "beta", "gamma", "omega", "u0", "v0", "t_end", "nt")
+
+    def __init__(
+        self,
+        delta: float = 0.3,
+        alpha: float = -1.0,
+        beta: float = 1.0,
+        gamma: float = 0.5,
+        omega: float = 1.2,
+        u0: float = 0.1,
+        v0: float = 0.1,
+        t_end: float = 50.0,
+        nt: int = 2001,
+        n_collocation: int = 4000,
+    ) -> None:
+        coeffs = {
+            "delta": _real("delta", delta, 0.0),
+            "alpha": _real("alpha", alpha),
+            "beta": _real("beta", beta, 0.0),
+            "gamma": _real("gamma", gamma),
+            "omega": _real("omega", omega, 0.0),
+            "u0": _real("u0", u0),
+            "v0": _real("v0", v0),
+        }
+        super().__init__(**coeffs, **self._setup(t_end, nt, n_collocation))
+        for k, v in coeffs.items():
+            setattr(self, k, v)
+
+    def residual(self, f: Fields) -> Tensor:
+        """u'' + delta u' + alpha u + beta u^3 - gamma cos(omega t), shape `[N, 1]`."""
+        u = f["u"]
+        r = f.d("u", "t", "t") + self.delta * f.d("u", "t") + self.alpha * u + self.beta * u**3
+        return (r - self.gamma * torch.cos(self.omega * f.t))[:, None]
+
+    def conditions(self) -> list[Condition]:
+        return self._initial("u", self.u0, self.v0)
+
+    def rhs(self, t: float, y: np.ndarray) -> tuple[float, float]:
+        u, v = y
+        forcing = self.gamma * math.cos(self.omega * t)
+        return v, forcing - self.delta * v - self.alpha * u - self.beta * u**3
+
+    def _compute_reference(self) -> Reference:
+        y = self._trusted(self.rhs, [self.u0, self.v0])
+        return self._grid_reference(y[:, :1])
+
+
+@register_problem("duffing_free")
+class DuffingFree(_Oscillator):
+    """Undamped, unforced Duffing u'' + alpha u + beta u^3 = 0, u(0) = amplitude, u'(0) = 0.
+
+    Arguments:
+        alpha, beta (>= 0), amplitude (> 0): with alpha + beta amplitude^2 / 2 > 0.
+        t_end, nt, n_collocation: as for `duffing`.
+    The reference is the exact Jacobi-cn solution (`duffing_cn`).
+    """
+
+    fields = ("u",)
+    reference_keys = ("alpha", "beta", "amplitude", "t_end", "nt")
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        amplitude: float = 1.5,
+        t_end: float = 20.0,
+        nt: int = 1001,
+        n_collocation: int = 2000,
+    ) -> None:
+        alpha = _real("alpha", alpha)
+        beta = _real("beta", beta, 0.0)
+        amplitude = _real("amplitude", amplitude, 0.0, strict=True)
+        if not alpha + beta * amplitude**2 / 2 > 0:
+            raise ConfigError(
+                f"alpha + beta * amplitude^2 / 2 must be > 0 (an orbit around both wells, where "
+                f"the cn solution holds), got alpha={alpha!r}, beta={beta!r}, "
+                f"amplitude={amplitude!r}"
+            )
+        super().__init__(
+            alpha=alpha, beta=beta, amplitude=amplitude, **self._setup(t_end, nt, n_collocation)
+        )
+        self.alpha, self.beta, self.amplitude = alpha, beta, amplitude
+
+    @property
+    def period(self) -> float:
+        """4 K(m) / W."""
+        w2 = self.alpha + self.beta * self.amplitude**2
+        return 4.0 * float(ellipk(self.beta * self.amplitude**2 / (2 * w2))) / math.sqrt(w2)
+
+    def energy(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """u'^2/2 + alpha u^2/2 + beta u^4/4, conserved."""
+        return v**2 / 2 + self.alpha * u**2 / 2 + self.beta * u**4 / 4
+
+    def residual(self, f: Fields) -> Tensor:
+        """u'' + alpha u + beta u^3, shape `[N, 1]`."""
+        u = f["u"]
+        return (f.d("u", "t", "t") + self.alpha * u + self.beta * u**3)[:, None]
+
+    def conditions(self) -> list[Condition]:
+        return self._initial("u", self.amplitude, 0.0)
+
+    def exact(self, points: np.ndarray) -> np.ndarray:
+        """u at `points` `[M, 1]` (column t), shape `[M, 1]`."""
+        t = np.asarray(points, dtype=np.float64).reshape(len(points), -1)[:, 0]
+        return duffing_cn(t, self.alpha, self.beta, self.amplitude)[0][:, None]
+
+    def _compute_reference(self) -> Reference:
+        t = self.times()
+        return self._grid_reference(self.exact(t[:, None]))
+
+
+@register_problem("adler")
+class Adler(_Oscillator):
+    """Adler's phase equation phi' = nu - K sin(phi), phi(0) = phi0, in the locked regime.
+
+    Arguments:
+        nu: detuning; K: locking strength (> 0); |nu| < K here (`adler_slip`: |nu| > K).
+        phi0: initial phase. t_end, nt, n_collocation: as for `duffing`.
+    The reference is the closed form (`adler_phase`).
+    """
+
+    fields = ("phi",)
+    reference_keys = ("nu", "K", "phi0", "t_end", "nt")
+    regime = "locked"
+
+    def __init__(
+        self,
+        nu: float = 0.5,
+        K: float = 1.0,
+        phi0: float = 3.0,
+        t_end: float = 20.0,
+        nt: int = 1001,
+        n_collocation: int = 1000,
+    ) -> None:
+        nu = _real("nu", nu)
+        K = _real("K", K, 0.0, strict=True)
+        phi0 = _real("phi0", phi0)
+        if self.regime == "locked" and not abs(nu) < K:
+            raise ConfigError(
+                f"nu must satisfy |nu| < K in the locked case (got nu={nu!r}, K={K!r}); "
+                "the phase-slip case is adler_slip"
+            )
+        if self.regime == "slip" and not abs(nu) > K:
+            raise ConfigError(
+                f"nu must satisfy |nu| > K in the phase-slip case (got nu={nu!r}, K={K!r}); "
+                "the locked case is adler"
+            )
+        super().__init__(nu=nu, K=K, phi0=phi0, **self._setup(t_end, nt, n_collocation))
+        self.nu, self.K, self.phi0 = nu, K, phi0
+
+    def residual(self, f: Fields) -> Tensor:
+        """phi' - nu + K sin(phi), shape `[N, 1]`."""
+        return (f.d("phi", "t") - self.nu + self.K * torch.sin(f["phi"]))[:, None]
+
+    def conditions(self) -> list[Condition]:
+        return self._initial("phi", self.phi0, None)
+
+    def exact(self, points: np.ndarray) -> np.ndarray:
+        """phi at `points` `[M, 1]` (column t), shape `[M, 1]`."""
+        t = np.asarray(points, dtype=np.float64).reshape(len(points), -1)[:, 0]
+        return adler_phase(t, self.nu, self.K, self.phi0)[:, None]
+
+    def _compute_reference(self) -> Reference:
+        t = self.times()
+        return self._grid_reference(self.exact(t[:, None]))
+
+
+@register_problem("adler_slip")
+class AdlerSlip(Adler):
+    """Adler's equation past the locking range, |nu| > K: a 2 pi slip every 2 pi/sqrt(nu^2-K^2).
+
+    Arguments as for `adler`. The default nu = 1.2 K sits near the saddle-node on the invariant
+    circle, so each slip is a slow passage of the bottleneck at phi = pi/2 and a fast turn.
+    """
+
+    regime = "slip"
+
+    def __init__(
+        self,
+        nu: float = 1.2,
+        K: float = 1.0,
+        phi0: float = 0.0,
+        t_end: float = 30.0,
+        nt: int = 1001,
+        n_collocation: int = 2000,
+    ) -> None:
+        super().__init__(nu=nu, K=K, phi0=phi0, t_end=t_end, nt=nt, n_collocation=n_collocation)
+
+    @property
+    def period(self) -> float:
+        return adler_slip_period(self.nu, self.K)
+
+
+@register_problem("mems_snic")
+class MemsSnic(_Oscillator):
+    """Injection-locked van der Pol–Duffing MEMS oscillator just outside its locking range.
+
+        u'' + u = eps [mu (1 - u^2) u' - kappa u^3] + eps^2 f cos(omega t)
+
+    Arguments:
+        eps: the small parameter (0 < eps <= 1). mu (> 0): gain/damping; kappa: hardening.
+        f (> 0): injection amplitude; omega (> 0): drive frequency.
+        u0, v0: u(0), u'(0). t_end, nt, n_collocation: as for `duffing`.
+    The reference is the full model by DOP853 (rtol 1e-12, checked against 1e-13); `reduction()`
+    gives its Adler approximation (module docstring).
+    """
+
+    fields = ("u",)
+    reference_keys = ("eps", "mu", "kappa", "f", "omega", "u0", "v0", "t_end", "nt")
+
+    def __init__(
+        self,
+        eps: float = 0.2,
+        mu: float = 1.0,
+        kappa: float = 0.25,
+        f: float = 1.0,
+        omega: float = 1.0839488766421,
+        u0: float = 2.0,
+        v0: float = 0.0,
+        t_end: float = 700.0,
+        nt: int = 7001,
+        n_collocation: int = 8000,
+    ) -> None:
+        eps = _real("eps", eps, 0.0, strict=True)
+        if eps > 1:
+            raise ConfigError(f"eps must be a finite number in (0, 1], got {eps!r}")
+        coeffs = {
+            "eps": eps,
+            "mu": _real("mu", mu, 0.0, strict=True),
+            "kappa": _real("kappa", kappa),
+            "f": _real("f", f, 0.0, strict=True),
+            "omega": _real("omega", omega, 0.0, strict=True),
+            "u0": _real("u0", u0),
+            "v0": _real("v0", v0),
+        }
+        super().__init__(**coeffs, **self._setup(t_end, nt, n_collocation))
+        for k, v in coeffs.items():
+            setattr(self, k, v)
+        self.rhs = _vdp_duffing(self.eps, self.mu, self.kappa, self.f, self.omega)
+
+    def residual(self, f: Fields) -> Tensor:
+        """u'' + u - eps [mu (1 - u^2) u' - kappa u^3] - eps^2 f cos(omega t), `[N, 1]`."""
+        u, ut = f["u"], f.d("u", "t")
+        inner = self.mu * (1 - u**2) * ut - self.kappa * u**3
+        forcing = self.eps**2 * self.f * torch.cos(self.omega * f.t)
+        return (f.d("u", "t", "t") + u - self.eps * inner - forcing)[:, None]
+
+    def conditions(self) -> list[Condition]:
+        return self._initial("u", self.u0, self.v0)
+
+    def reduction(self) -> AdlerReduction:
+        """Adler's equation for the slow phase (shoots the free limit cycle once, ~0.2 s)."""
+        amp, period = vdp_duffing_limit_cycle(self.eps, self.mu, self.kappa)
+        omega0 = 2 * math.pi / period
+        c = 3 * self.kappa / self.mu
+        return AdlerReduction(
+            nu=self.omega - omega0,
+            K=self.eps**2 * self.f / 4 * math.sqrt(1 + c * c),
+            offset=math.atan(c),
+            omega=self.omega,
+            omega0=omega0,
+            amplitude=amp,
+        )
+
+    def trajectory(self, t: np.ndarray, rtol: float = RTOL) -> np.ndarray:
+        """(u, u') of the full model at times `t`, `[len(t), 2]`, by DOP853."""
+        return integrate(self.rhs, [self.u0, self.v0], t, rtol=rtol)
+
+    def _compute_reference(self) -> Reference:
+        y = self._trusted(self.rhs, [self.u0, self.v0])
+        return self._grid_reference(y[:, :1])
