@@ -414,7 +414,7 @@ def test_integrated_reference_interpolates_between_grid_points():
     direct = integrate(p.rhs, [0.1, 0.1], pts[:, 0])[:, :1]
     # A cubic spline on h = 0.01 is good to ~1e-9 here; Reference's RegularGridInterpolator
     # solves for it iteratively at a loose default tolerance, which leaves ~3e-6.
-    np.testing.assert_allclose(ref(pts), direct, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(ref(pts), direct, rtol=0, atol=1e-8)
 
 
 BAD = [
