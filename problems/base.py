@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -33,11 +35,32 @@ __all__ = [
     "Problem",
     "Reference",
     "cache_dir",
+    "check_int",
+    "check_real",
 ]
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key and how to fix it."""
+
+
+def check_int(key: str, value: object, minimum: int = 1) -> int:
+    """`value` as an int, or a ConfigError naming `key` unless it is an integer >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_real(key: str, value: object, minimum: float | None = None, strict: bool = True) -> float:
+    """`value` as a float, or a ConfigError naming `key` unless it is a finite real number
+    (and `> minimum`, or `>= minimum` when not `strict`, where a minimum is given)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and minimum is not None:
+        ok = value > minimum if strict else value >= minimum
+    if not ok:
+        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+        raise ConfigError(f"{key} must be a finite number{bound}, got {value!r}")
+    return float(value)
 
 
 OPTIONAL_CAPABILITIES = ("characteristics", "operator_data", "symbolic", "solve")

@@ -18,18 +18,12 @@ import torch
 from torch import Tensor
 
 from bench.registry import register_problem
-from problems.base import Box, Condition, ConfigError, Fields, Problem, Reference
+from problems.base import Box, Condition, ConfigError, Fields, Problem, Reference, check_int
 from problems.solvers.cole_hopf import NU_RAISSI, cole_hopf_hermite
 
 __all__ = ["Burgers"]
 
 N_HERMITE = 128  # Gauss–Hermite nodes: converged to round-off on t <= 1 for nu = 0.01/pi
-
-
-def _check_count(key: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 @register_problem("burgers")
@@ -67,11 +61,11 @@ class Burgers(Problem):
         ):
             raise ConfigError(f"nu must be a finite number > 0, got {nu!r}")
         nu = float(nu)
-        n_collocation = _check_count("n_collocation", n_collocation)
-        n_initial = _check_count("n_initial", n_initial)
-        n_boundary = _check_count("n_boundary", n_boundary)
-        nx = _check_count("nx", nx, minimum=2)
-        nt = _check_count("nt", nt, minimum=2)
+        n_collocation = check_int("n_collocation", n_collocation)
+        n_initial = check_int("n_initial", n_initial)
+        n_boundary = check_int("n_boundary", n_boundary)
+        nx = check_int("nx", nx, minimum=2)
+        nt = check_int("nt", nt, minimum=2)
         super().__init__(
             nu=nu,
             n_collocation=n_collocation,

@@ -22,14 +22,22 @@ It holds `n_eval x (d + 1)` float64 coordinates, so `n_eval` must shrink as d gr
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from bench.registry import register_problem
-from problems.base import Box, Condition, ConfigError, Fields, Problem, Reference
+from problems.base import (
+    Box,
+    Condition,
+    ConfigError,
+    Fields,
+    Problem,
+    Reference,
+    check_int,
+    check_real,
+)
 from problems.solvers.hjb_quadrature import hjb_log_u
 
 __all__ = ["BlackScholesBarenblatt", "HJB", "HJBLin", "MAX_EVAL_ENTRIES", "X_SCALE"]
@@ -39,23 +47,6 @@ X_SCALE = 3.0
 
 MAX_EVAL_ENTRIES = 20_000_000
 """Most coordinates in the evaluation set, n_eval x (d + 1): 160 MB of float64."""
-
-
-def _integer(key: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _real(key: str, value: object, minimum: float | None = None, strict: bool = True) -> float:
-    """A finite real; above `minimum` (strictly, unless `strict` is False) when one is given."""
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-    if ok and minimum is not None:
-        ok = value > minimum if strict else value >= minimum
-    if not ok:
-        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
-        raise ConfigError(f"{key} must be a finite number{bound}, got {value!r}")
-    return float(value)
 
 
 class _TerminalValueProblem(Problem):
@@ -77,12 +68,12 @@ class _TerminalValueProblem(Problem):
         eval_seed: int,
         **extra: float,
     ) -> None:
-        d = _integer("d", d)
-        T = _real("T", T, 0.0)
-        n_collocation = _integer("n_collocation", n_collocation)
-        n_terminal = _integer("n_terminal", n_terminal)
-        n_eval = _integer("n_eval", n_eval)
-        eval_seed = _integer("eval_seed", eval_seed, minimum=0)
+        d = check_int("d", d)
+        T = check_real("T", T, 0.0)
+        n_collocation = check_int("n_collocation", n_collocation)
+        n_terminal = check_int("n_terminal", n_terminal)
+        n_eval = check_int("n_eval", n_eval)
+        eval_seed = check_int("eval_seed", eval_seed, minimum=0)
         if n_eval * (d + 1) > MAX_EVAL_ENTRIES:
             raise ConfigError(
                 f"n_eval * (d + 1) must be <= {MAX_EVAL_ENTRIES:_} (the evaluation set's float64 "
@@ -188,7 +179,7 @@ class HJB(_TerminalValueProblem):
         n_eval: int = 10_000,
         eval_seed: int = 0,
     ) -> None:
-        lam = _real("lam", lam, 0.0)
+        lam = check_real("lam", lam, 0.0)
         super().__init__(d, T, n_collocation, n_terminal, n_eval, eval_seed, lam=lam)
         self.lam = lam
 
@@ -229,7 +220,7 @@ class HJBLin(_TerminalValueProblem):
         n_eval: int = 10_000,
         eval_seed: int = 0,
     ) -> None:
-        c = _real("c", c, 1.0, strict=False)
+        c = check_real("c", c, 1.0, strict=False)
         super().__init__(d, T, n_collocation, n_terminal, n_eval, eval_seed, c=c)
         self.c = c
 
@@ -272,8 +263,8 @@ class BlackScholesBarenblatt(_TerminalValueProblem):
         n_eval: int = 10_000,
         eval_seed: int = 0,
     ) -> None:
-        r = _real("r", r)
-        sigma = _real("sigma", sigma, 0.0)
+        r = check_real("r", r)
+        sigma = check_real("sigma", sigma, 0.0)
         super().__init__(d, T, n_collocation, n_terminal, n_eval, eval_seed, r=r, sigma=sigma)
         self.r, self.sigma = r, sigma
 

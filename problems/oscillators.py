@@ -62,7 +62,6 @@ Hard-constraint trial functions in the PINN's `output_transform` syntax:
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -74,7 +73,16 @@ from scipy.special import ellipj, ellipk
 from torch import Tensor
 
 from bench.registry import register_problem
-from problems.base import Box, Condition, ConfigError, Fields, Problem, Reference
+from problems.base import (
+    Box,
+    Condition,
+    ConfigError,
+    Fields,
+    Problem,
+    Reference,
+    check_int,
+    check_real,
+)
 from problems.solvers.ode import Rhs, integrate, self_convergence
 
 __all__ = [
@@ -96,21 +104,6 @@ TRUST = 1e-8  # largest accepted change of a reference when the tolerance is cut
 
 
 # -- validation ---------------------------------------------------------------------------------
-def _count(key: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _real(key: str, value: object, minimum: float | None = None, strict: bool = False) -> float:
-    """A finite real; `> minimum` (strict) or `>= minimum` when a minimum is given."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and minimum is not None:
-        ok = value > minimum if strict else value >= minimum
-    if not ok:
-        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
-        raise ConfigError(f"{key} must be a finite number{bound}, got {value!r}")
-    return float(value)
 
 
 # -- closed forms -------------------------------------------------------------------------------
@@ -272,9 +265,9 @@ class _Oscillator(Problem):
     axes = ("t",)
 
     def _setup(self, t_end: object, nt: object, n_collocation: object) -> dict[str, float | int]:
-        t_end = _real("t_end", t_end, 0.0, strict=True)
-        nt = _count("nt", nt, minimum=2)
-        n_collocation = _count("n_collocation", n_collocation)
+        t_end = check_real("t_end", t_end, 0.0)
+        nt = check_int("nt", nt, minimum=2)
+        n_collocation = check_int("n_collocation", n_collocation)
         self.t_end, self.nt, self.n_collocation = t_end, nt, n_collocation
         self.domain = Box({"t": (0.0, t_end)})
         return {"t_end": t_end, "nt": nt, "n_collocation": n_collocation}
@@ -336,13 +329,13 @@ class Duffing(_Oscillator):
         n_collocation: int = 4000,
     ) -> None:
         coeffs = {
-            "delta": _real("delta", delta, 0.0),
-            "alpha": _real("alpha", alpha),
-            "beta": _real("beta", beta, 0.0),
-            "gamma": _real("gamma", gamma),
-            "omega": _real("omega", omega, 0.0),
-            "u0": _real("u0", u0),
-            "v0": _real("v0", v0),
+            "delta": check_real("delta", delta, 0.0, strict=False),
+            "alpha": check_real("alpha", alpha),
+            "beta": check_real("beta", beta, 0.0, strict=False),
+            "gamma": check_real("gamma", gamma),
+            "omega": check_real("omega", omega, 0.0, strict=False),
+            "u0": check_real("u0", u0),
+            "v0": check_real("v0", v0),
         }
         super().__init__(**coeffs, **self._setup(t_end, nt, n_collocation))
         for k, v in coeffs.items():
@@ -389,9 +382,9 @@ class DuffingFree(_Oscillator):
         nt: int = 1001,
         n_collocation: int = 2000,
     ) -> None:
-        alpha = _real("alpha", alpha)
-        beta = _real("beta", beta, 0.0)
-        amplitude = _real("amplitude", amplitude, 0.0, strict=True)
+        alpha = check_real("alpha", alpha)
+        beta = check_real("beta", beta, 0.0, strict=False)
+        amplitude = check_real("amplitude", amplitude, 0.0)
         if not alpha + beta * amplitude**2 / 2 > 0:
             raise ConfigError(
                 f"alpha + beta * amplitude^2 / 2 must be > 0 (an orbit around both wells, where "
@@ -454,9 +447,9 @@ class Adler(_Oscillator):
         nt: int = 1001,
         n_collocation: int = 1000,
     ) -> None:
-        nu = _real("nu", nu)
-        K = _real("K", K, 0.0, strict=True)
-        phi0 = _real("phi0", phi0)
+        nu = check_real("nu", nu)
+        K = check_real("K", K, 0.0)
+        phi0 = check_real("phi0", phi0)
         if self.regime == "locked" and not abs(nu) < K:
             raise ConfigError(
                 f"nu must satisfy |nu| < K in the locked case (got nu={nu!r}, K={K!r}); "
@@ -543,17 +536,17 @@ class MemsSnic(_Oscillator):
         nt: int = 7001,
         n_collocation: int = 8000,
     ) -> None:
-        eps = _real("eps", eps, 0.0, strict=True)
+        eps = check_real("eps", eps, 0.0)
         if eps > 1:
             raise ConfigError(f"eps must be a finite number in (0, 1], got {eps!r}")
         coeffs = {
             "eps": eps,
-            "mu": _real("mu", mu, 0.0, strict=True),
-            "kappa": _real("kappa", kappa),
-            "f": _real("f", f, 0.0, strict=True),
-            "omega": _real("omega", omega, 0.0, strict=True),
-            "u0": _real("u0", u0),
-            "v0": _real("v0", v0),
+            "mu": check_real("mu", mu, 0.0),
+            "kappa": check_real("kappa", kappa),
+            "f": check_real("f", f, 0.0),
+            "omega": check_real("omega", omega, 0.0),
+            "u0": check_real("u0", u0),
+            "v0": check_real("v0", v0),
         }
         super().__init__(**coeffs, **self._setup(t_end, nt, n_collocation))
         for k, v in coeffs.items():

@@ -36,35 +36,27 @@ sonic point is simply v = a). Its trial functions make rho > rho_out inside and 
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 import torch
 from scipy.special import eval_legendre
 from torch import Tensor
 
 from bench.registry import register_problem
-from problems.base import Box, Condition, ConfigError, Fields, Problem, Reference
+from problems.base import (
+    Box,
+    Condition,
+    ConfigError,
+    Fields,
+    Problem,
+    Reference,
+    check_int,
+    check_real,
+)
 from problems.solvers.accretion import MichelAccretion, bernoulli, mass_flux
 
 __all__ = ["Accretion", "Hypergeometric", "Legendre"]
 
 MAX_DEGREE = 20  # hypergeometric polynomial degree: beyond it float64 cancellation at x = 2 grows
-
-
-def _count(key: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _real(key: str, value: object, positive: bool = False) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or (positive and value <= 0):
-        bound = " > 0" if positive else ""
-        raise ConfigError(f"{key} must be a finite number{bound}, got {value!r}")
-    return float(value)
 
 
 def _nonpositive_integer(value: float) -> bool:
@@ -98,9 +90,9 @@ class Legendre(Problem):
     reference_keys = ("l", "nx")
 
     def __init__(self, l: int = 3, n_collocation: int = 128, nx: int = 201) -> None:
-        l = _count("l", l, minimum=0)
-        n_collocation = _count("n_collocation", n_collocation)
-        nx = _count("nx", nx, minimum=2)
+        l = check_int("l", l, minimum=0)
+        n_collocation = check_int("n_collocation", n_collocation)
+        nx = check_int("nx", nx, minimum=2)
         super().__init__(l=l, n_collocation=n_collocation, nx=nx)
         self.l, self.n_collocation, self.nx = l, n_collocation, nx
         self.eigen = float(l * (l + 1))
@@ -161,7 +153,7 @@ class Hypergeometric(Problem):
         n_collocation: int = 128,
         nx: int = 201,
     ) -> None:
-        a, b, c = _real("a", a), _real("b", b), _real("c", c)
+        a, b, c = check_real("a", a), check_real("b", b), check_real("c", c)
         degrees = [int(-p) for p in (a, b) if _nonpositive_integer(p)]
         if not degrees:
             raise ConfigError(
@@ -187,8 +179,8 @@ class Hypergeometric(Problem):
                 "|x - 1|^(c-a-b) is twice differentiable, so the continuation past x = 1 is "
                 "not unique"
             )
-        n_collocation = _count("n_collocation", n_collocation)
-        nx = _count("nx", nx, minimum=2)
+        n_collocation = check_int("n_collocation", n_collocation)
+        nx = check_int("nx", nx, minimum=2)
         super().__init__(a=a, b=b, c=c, n_collocation=n_collocation, nx=nx)
         self.a, self.b, self.c = a, b, c
         self.n_collocation, self.nx = n_collocation, nx
@@ -256,16 +248,16 @@ class Accretion(Problem):
         n_collocation: int = 1000,
         nr: int = 1000,
     ) -> None:
-        M, K = _real("M", M, positive=True), _real("K", K, positive=True)
-        Gamma = _real("Gamma", Gamma)
+        M, K = check_real("M", M, 0.0), check_real("K", K, 0.0)
+        Gamma = check_real("Gamma", Gamma)
         if not 1.0 < Gamma <= 5.0 / 3.0:
             raise ConfigError(f"Gamma must lie in (1, 5/3], got {Gamma:g}")
-        r_min, r_max = _real("r_min", r_min), _real("r_max", r_max)
+        r_min, r_max = check_real("r_min", r_min), check_real("r_max", r_max)
         if not r_min > 2 * M:
             raise ConfigError(f"r_min must exceed the horizon radius 2M = {2 * M:g}, got {r_min:g}")
         if not r_max > r_min:
             raise ConfigError(f"r_max must exceed r_min = {r_min:g}, got {r_max:g}")
-        rho_out = _real("rho_out", rho_out, positive=True)
+        rho_out = check_real("rho_out", rho_out, 0.0)
         try:
             flow = MichelAccretion.through(r_max, rho_out, M, K, Gamma, r_min, r_max)
         except ValueError as e:
@@ -273,8 +265,8 @@ class Accretion(Problem):
                 f"rho_out gives no sonic point inside [r_min, r_max] for M={M:g}, K={K:g}, "
                 f"Gamma={Gamma:g}: {e}"
             ) from None
-        n_collocation = _count("n_collocation", n_collocation)
-        nr = _count("nr", nr, minimum=2)
+        n_collocation = check_int("n_collocation", n_collocation)
+        nr = check_int("nr", nr, minimum=2)
         super().__init__(
             M=M,
             K=K,
