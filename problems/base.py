@@ -51,15 +51,25 @@ def check_int(key: str, value: object, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_real(key: str, value: object, minimum: float | None = None, strict: bool = True) -> float:
-    """`value` as a float, or a ConfigError naming `key` unless it is a finite real number
-    (and `> minimum`, or `>= minimum` when not `strict`, where a minimum is given)."""
+def check_real(
+    key: str,
+    value: object,
+    minimum: float | None = None,
+    strict: bool = True,
+    maximum: float | None = None,
+) -> float:
+    """`value` as a float, or a ConfigError naming `key` unless it is a finite real number,
+    `> minimum` (`>=` when not `strict`) and `< maximum` where those are given."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if ok and minimum is not None:
         ok = value > minimum if strict else value >= minimum
+    if ok and maximum is not None:
+        ok = value < maximum
     if not ok:
-        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
-        raise ConfigError(f"{key} must be a finite number{bound}, got {value!r}")
+        bounds = [] if minimum is None else [f"{'>' if strict else '>='} {minimum:g}"]
+        bounds += [] if maximum is None else [f"< {maximum:g}"]
+        text = " " + " and ".join(bounds) if bounds else ""
+        raise ConfigError(f"{key} must be a finite number{text}, got {value!r}")
     return float(value)
 
 

@@ -22,7 +22,6 @@ re and im, as in Raissi. `invariants` scores a prediction's mass and energy drif
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +30,16 @@ import torch
 from torch import Tensor
 
 from bench.registry import register_problem
-from problems.base import Box, Condition, ConfigError, Fields, Problem, Reference
+from problems.base import (
+    Box,
+    Condition,
+    ConfigError,
+    Fields,
+    Problem,
+    Reference,
+    check_int,
+    check_real,
+)
 from problems.solvers.nlse_spectral import energy, grid, mass, solve_nlse
 
 __all__ = [
@@ -51,26 +59,12 @@ TAIL = 1e-10  # largest relative soliton amplitude allowed at the boundary of a 
 
 
 # -- validation --------------------------------------------------------------------------------
-def _count(key: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
-def _real(key: str, value: object, lo: float = -math.inf, hi: float = math.inf) -> float:
-    """A finite real in the open interval (lo, hi)."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or not (lo < value < hi):
-        bounds = [f"> {lo:g}"] if lo > -math.inf else []
-        bounds += [f"< {hi:g}"] if hi < math.inf else []
-        raise ConfigError(f"{key} must be a finite number {' and '.join(bounds)}, got {value!r}")
-    return float(value)
-
-
-def _reals(key: str, value: object, lo: float = -math.inf) -> tuple[float, ...]:
+def _reals(key: str, value: object, lo: float | None = None) -> tuple[float, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
         raise ConfigError(f"{key} must be a non-empty list of numbers, got {value!r}")
-    return tuple(_real(f"{key}[{i}]", v, lo) for i, v in enumerate(value))
+    return tuple(check_real(f"{key}[{i}]", v, lo) for i, v in enumerate(value))
 
 
 # -- formulas, written once for numpy and torch (`xp` is the module) ---------------------------
@@ -141,13 +135,13 @@ class NLSEProblem(Problem):
 
     def _setup(self, lo: float, length: float, t_final: float, params: dict[str, Any]) -> None:
         """Validate the shared keys in `params`, then store everything."""
-        params["n_collocation"] = _count("n_collocation", params["n_collocation"])
-        params["n_initial"] = _count("n_initial", params["n_initial"])
-        params["n_boundary"] = _count("n_boundary", params["n_boundary"], minimum=2)
-        params["nx"] = _count("nx", params["nx"], minimum=8)
-        params["nt"] = _count("nt", params["nt"], minimum=2)
+        params["n_collocation"] = check_int("n_collocation", params["n_collocation"])
+        params["n_initial"] = check_int("n_initial", params["n_initial"])
+        params["n_boundary"] = check_int("n_boundary", params["n_boundary"], minimum=2)
+        params["nx"] = check_int("nx", params["nx"], minimum=8)
+        params["nt"] = check_int("nt", params["nt"], minimum=2)
         if "rtol" in params:
-            params["rtol"] = _real("rtol", params["rtol"], 0.0, 1e-3)
+            params["rtol"] = check_real("rtol", params["rtol"], 0.0, maximum=1e-3)
         Problem.__init__(self, **params)
         for k, v in params.items():
             setattr(self, k, v)
@@ -347,11 +341,11 @@ class NLSESoliton(NLSEProblem):
         nx: int = 512,
         nt: int = 101,
     ) -> None:
-        amplitude = _real("amplitude", amplitude, 0.0)
-        velocity = _real("velocity", velocity)
-        x0 = _real("x0", x0)
-        length = _real("length", length, 0.0)
-        t_final = _real("t_final", t_final, 0.0)
+        amplitude = check_real("amplitude", amplitude, 0.0)
+        velocity = check_real("velocity", velocity)
+        x0 = check_real("x0", x0)
+        length = check_real("length", length, 0.0)
+        t_final = check_real("t_final", t_final, 0.0)
         _check_tails("length", -length / 2, length / 2, amplitude, [x0, x0 + velocity * t_final])
         params = dict(
             amplitude=amplitude, velocity=velocity, x0=x0, length=length, t_final=t_final,
@@ -408,8 +402,8 @@ class NLSETwoSoliton(NLSEProblem):
                 "amplitudes, velocities and positions must have one entry per soliton, got "
                 f"lengths {len(amplitudes)}, {len(velocities)}, {len(positions)}"
             )
-        length = _real("length", length, 0.0)
-        t_final = _real("t_final", t_final, 0.0)
+        length = check_real("length", length, 0.0)
+        t_final = check_real("t_final", t_final, 0.0)
         for j, (a, v, x) in enumerate(zip(amplitudes, velocities, positions)):
             shift = sum(  # every partner could shift it once (whole-line formula)
                 abs(collision_shifts((a, b), (v, w))[0])
@@ -461,9 +455,9 @@ class NLSEBreather(NLSEProblem):
         nx: int = 256,
         nt: int = 201,
     ) -> None:
-        a = _real("a", a, 0.0, 0.5)
-        t_final = _real("t_final", t_final, 0.0)
-        t_peak = _real("t_peak", t_peak, -math.inf, math.inf)
+        a = check_real("a", a, 0.0, maximum=0.5)
+        t_final = check_real("t_final", t_final, 0.0)
+        t_peak = check_real("t_peak", t_peak)
         if not 0.0 <= t_peak <= t_final:
             raise ConfigError(f"t_peak must lie in [0, t_final] = [0, {t_final}], got {t_peak}")
         self.omega = 2.0 * math.sqrt(1.0 - 2.0 * a)
@@ -518,13 +512,13 @@ class NLSEModulationInstability(NLSEProblem):
         nt: int = 201,
         rtol: float = 1e-12,
     ) -> None:
-        power = _real("power", power, 0.0)
-        noise = _real("noise", noise, 0.0, 1.0)
-        noise_modes = _count("noise_modes", noise_modes)
-        seed = _count("seed", seed, minimum=0)
-        fastest_wavelengths = _count("fastest_wavelengths", fastest_wavelengths)
-        t_final = _real("t_final", t_final, 0.0)
-        nx_checked = _count("nx", nx, minimum=8)
+        power = check_real("power", power, 0.0)
+        noise = check_real("noise", noise, 0.0, maximum=1.0)
+        noise_modes = check_int("noise_modes", noise_modes)
+        seed = check_int("seed", seed, minimum=0)
+        fastest_wavelengths = check_int("fastest_wavelengths", fastest_wavelengths)
+        t_final = check_real("t_final", t_final, 0.0)
+        nx_checked = check_int("nx", nx, minimum=8)
         if 2 * noise_modes >= nx_checked:
             raise ConfigError(f"noise_modes must be < nx/2 = {nx_checked / 2:g}, got {noise_modes}")
         length = fastest_wavelengths * 2.0 * math.pi / math.sqrt(2.0 * power)
