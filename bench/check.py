@@ -189,30 +189,57 @@ def smoke_grid(only: Sequence[Cell] = ()) -> tuple[list[Cell], list[str]]:
     return ([c for c in cells if c in only] if only else cells), errors
 
 
-def run_grid(
-    cells: Sequence[Cell], seeds: Sequence[int], out: Path, track: bool, console: Console
-) -> list[dict[str, Any]]:
-    """Run each cell and seed at budget=smoke; an exception becomes a `failed` record."""
+def _run_one(m: str, p: str, seed: int, out_dir: Path, track: bool) -> dict[str, Any]:
+    """One smoke cell; an exception becomes a `failed` record (the gate reports, never crashes)."""
     from bench.run import run_cell
 
-    records = []
-    for m, p in cells:
-        for seed in seeds:
-            out_dir = out / m / p / str(seed)
-            shutil.rmtree(out_dir, ignore_errors=True)  # never compare a stale metrics.json
-            overrides = ["budget=smoke", f"seed={seed}", "threads=1", "device=cpu"]
-            overrides += ["eval.figures=false", f"tracking.enabled={str(track).lower()}"]
-            try:
-                rec = run_cell(m, p, overrides=overrides, output_dir=out_dir)
-            except Exception as e:  # the gate reports it as a failed cell, it does not crash
-                rec = {"method": m, "problem": p, "seed": seed, "status": "failed",
-                       "message": f"{type(e).__name__}: {e}", "metrics": {}}  # fmt: skip
-                out_dir.mkdir(parents=True, exist_ok=True)
-                (out_dir / "metrics.json").write_text(json.dumps(rec, indent=2) + "\n")
-            why = f" ({rec.get('message', '').splitlines()[0]})" if rec.get("message") else ""
-            console.print(escape(f"bench-check: {m}/{p}/{seed}: {rec['status']}{why}"))
-            records.append(rec)
-    return records
+    shutil.rmtree(out_dir, ignore_errors=True)  # never compare a stale metrics.json
+    overrides = ["budget=smoke", f"seed={seed}", "threads=1", "device=cpu"]
+    overrides += ["eval.figures=false", f"tracking.enabled={str(track).lower()}"]
+    try:
+        return run_cell(m, p, overrides=overrides, output_dir=out_dir)
+    except Exception as e:
+        rec = {"method": m, "problem": p, "seed": seed, "status": "failed",
+               "message": f"{type(e).__name__}: {e}", "metrics": {}}  # fmt: skip
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(rec, indent=2) + "\n")
+        return rec
+
+
+def run_grid(
+    cells: Sequence[Cell],
+    seeds: Sequence[int],
+    out: Path,
+    track: bool,
+    console: Console,
+    jobs: int = 1,
+) -> list[dict[str, Any]]:
+    """Run each cell and seed at budget=smoke, `jobs` at a time (each in a fresh process when
+    `jobs > 1`; every cell uses one thread, so the results do not depend on `jobs`)."""
+    tasks = [(m, p, seed, out / m / p / str(seed), track) for m, p in cells for seed in seeds]
+
+    def show(rec: dict[str, Any]) -> None:
+        why = f" ({rec.get('message', '').splitlines()[0]})" if rec.get("message") else ""
+        cell = f"{rec['method']}/{rec['problem']}/{rec['seed']}"
+        console.print(escape(f"bench-check: {cell}: {rec['status']}{why}"))
+
+    if jobs <= 1 or len(tasks) <= 1:
+        records = []
+        for task in tasks:
+            records.append(_run_one(*task))
+            show(records[-1])
+        return records
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
+    with ProcessPoolExecutor(jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
+        futures = {pool.submit(_run_one, *task): i for i, task in enumerate(tasks)}
+        done: dict[int, dict[str, Any]] = {}
+        for fut in as_completed(futures):
+            done[futures[fut]] = fut.result()
+            show(done[futures[fut]])
+    return [done[i] for i in range(len(tasks))]
 
 
 # -- CLI ----------------------------------------------------------------------------------------
@@ -231,6 +258,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--out", type=Path, default=REPO / "results" / "check", help="where cells write")
     add("--baselines", type=Path, default=BASELINES, help="default: results/baselines/smoke.csv")
     add("--track", action="store_true", help="log the cells to MLflow (off by default)")
+    add("--jobs", type=int, default=os.cpu_count() or 1, help="cells at a time (default: cores)")
     add("--no-run", action="store_true", help="compare the metrics.json files already in --out")
     add("--results", type=Path, help="compare the metrics.json files in DIR (implies --no-run)")
     add("--update", action="store_true", help="rewrite the baselines from the current results")
@@ -287,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(e)
         if errors:
             return 1
-        results = run_grid(grid, args.seeds, args.out, args.track, console)
+        results = run_grid(grid, args.seeds, args.out, args.track, console, jobs=args.jobs)
 
     for r in results:  # a clock cap makes the metrics depend on this machine's speed
         if r.get("stop_reason") == "seconds":

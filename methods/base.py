@@ -33,6 +33,8 @@ class Budget:
         seconds: wall-clock training time.
         eval_every: the harness evaluates on the reference every this many steps.
         samples: training samples, for operator learners.
+        points: most training points per loss term in one step, for pointwise methods
+            (collocation points, and the points of each condition); None: the method's own.
     """
 
     name: str = "custom"
@@ -41,9 +43,10 @@ class Budget:
     seconds: float | None = None
     eval_every: int = 100
     samples: int | None = None
+    points: int | None = None
 
     def __post_init__(self) -> None:
-        for key in ("steps", "evals", "eval_every", "samples"):
+        for key in ("steps", "evals", "eval_every", "samples", "points"):
             v = getattr(self, key)
             if v is None and key in ("steps", "eval_every"):
                 raise ConfigError(f"budget.{key} must be set (a positive integer)")

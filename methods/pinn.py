@@ -182,12 +182,13 @@ class PINN(Method):
                 "set method.derivatives=auto or autograd"
             )
 
-    def trainer(self, problem: Problem) -> Trainer:
-        """The net, points, loss and optimiser state of a run on `problem` (seeded)."""
-        return Trainer(self, problem)
+    def trainer(self, problem: Problem, budget: Budget | None = None) -> Trainer:
+        """The net, points, loss and optimiser state of a run on `problem` (seeded); at most
+        `budget.points` points per loss term."""
+        return Trainer(self, problem, None if budget is None else budget.points)
 
     def fit(self, problem: Problem, budget: Budget, report: Report) -> Predictor:
-        tr = self.trainer(problem)
+        tr = self.trainer(problem, budget)
         step = 0
         scalars: dict[str, float] = {}
         for _ in range(self.adam_steps):
@@ -222,7 +223,7 @@ class Trainer:
     scalars for `report`; `evals` counts loss-and-gradient evaluations.
     """
 
-    def __init__(self, method: PINN, problem: Problem) -> None:
+    def __init__(self, method: PINN, problem: Problem, max_points: int | None = None) -> None:
         m = self.method = method
         self.problem = problem
         dev, dt = torch.device(m.device), m.dtype
@@ -246,6 +247,8 @@ class Trainer:
         self.sizes = [m.n_collocation or problem.n_collocation] + [
             m.n_points.get(c.name, c.n_points) for c in conds
         ]
+        if max_points is not None:  # the budget's cap on points per loss term
+            self.sizes = [min(n, max_points) for n in self.sizes]
         self.samplers: list[Callable[..., Tensor]] = [problem.sample_interior] + [
             c.sample for c in conds
         ]

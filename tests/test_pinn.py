@@ -234,3 +234,12 @@ def test_compiled_loss_matches_the_eager_one(burgers):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
     with pytest.raises(ConfigError, match=r"method\.compile needs the forward-mode"):
         build_method("pinn", compile=True, derivatives="autograd")
+
+
+def test_budget_caps_the_points_per_loss_term(burgers):
+    tr = build_method("pinn", **SMALL).trainer(burgers, Budget(steps=10, points=64))
+    assert [len(b) for b in tr.batch] == [64, 64, 64]
+    tr = build_method("pinn", **SMALL).trainer(burgers, Budget(steps=10))
+    assert [len(b) for b in tr.batch] == [1000, 100, 100]
+    with pytest.raises(ConfigError, match=r"budget\.points"):
+        Budget(steps=10, points=0)
