@@ -241,7 +241,8 @@ class OutputTransform(nn.Module):
     the singular-ODE papers do), without special cases in any method. Each expression is
     Python syntax over the axis names (coordinate columns `[N]`), the field names (the net's
     raw outputs `[N]`), the problem's numeric hyper-parameters, and `TRANSFORM_FUNCTIONS`.
-    Fields without an expression pass through unchanged.
+    Fields without an expression pass through unchanged. The forward-mode backend evaluates
+    the same expressions on jets (`methods.taylor.Jet`), so derivatives stay fast.
 
     Arguments:
         net: the wrapped model, `[N, d] -> [N, k]`.
@@ -262,8 +263,8 @@ class OutputTransform(nn.Module):
         self.net = net
         self.axes, self.names = tuple(axes), tuple(names)
         consts = {k: float(v) for k, v in (params or {}).items()}
-        self.consts = {**TRANSFORM_FUNCTIONS, **consts}
-        allowed = set(self.consts) | set(self.axes) | set(self.names)
+        self.consts = consts
+        allowed = set(TRANSFORM_FUNCTIONS) | set(consts) | set(self.axes) | set(self.names)
         self.codes: dict[int, object] = {}
         for field, expr in exprs.items():
             key = f"method.output_transform.{field}"
@@ -279,18 +280,32 @@ class OutputTransform(nn.Module):
                 )
             self.codes[self.names.index(field)] = code
 
+    def evaluate(
+        self,
+        coords: Mapping[str, object],
+        raw: Mapping[str, object],
+        functions: Mapping[str, object] = TRANSFORM_FUNCTIONS,
+    ) -> list[object | None]:
+        """Each field's expression evaluated on `coords` (by axis) and `raw` (by field), or
+        None for a field that passes through. The values may be tensors or jets
+        (`methods/taylor.py`), with `functions` that accept them."""
+        scope = {**functions, **self.consts, **coords, **raw}
+        return [
+            eval(self.codes[j], {"__builtins__": {}}, scope) if j in self.codes else None  # noqa: S307
+            for j in range(len(self.names))
+        ]
+
     def forward(self, x: Tensor) -> Tensor:
         raw = self.net(x)
-        scope = dict(self.consts)
-        scope.update({a: x[:, i] for i, a in enumerate(self.axes)})
-        scope.update({n: raw[:, j] for j, n in enumerate(self.names)})
-        cols = []
-        for j in range(raw.shape[1]):
-            if j in self.codes:
-                val = eval(self.codes[j], {"__builtins__": {}}, scope)  # noqa: S307
-                cols.append(torch.broadcast_to(torch.as_tensor(val).to(raw), raw[:, j].shape))
-            else:
-                cols.append(raw[:, j])
+        outs = self.evaluate(
+            {a: x[:, i] for i, a in enumerate(self.axes)},
+            {n: raw[:, j] for j, n in enumerate(self.names)},
+        )
+        n = (len(x),)
+        cols = [
+            raw[:, j] if out is None else torch.broadcast_to(torch.as_tensor(out).to(raw), n)
+            for j, out in enumerate(outs)
+        ]
         return torch.stack(cols, dim=1)
 
     def main_weights(self) -> list[Tensor]:

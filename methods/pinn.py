@@ -89,10 +89,12 @@ class PINN(Method):
         weights: static loss weights by term (`pde` and condition names; missing: 1).
         lra: learning-rate annealing of the condition weights during Adam.
         lra_alpha, lra_every: its moving-average factor and update interval (steps).
+        hard_constraints: use the problem's own trial function (its `trial` capability), which
+            satisfies its conditions exactly; an `output_transform` field overrides it.
         output_transform: a trial function per field, e.g. `{y: "1 + (1 - exp(-x)) * y"}`, over
             the axes, the raw net outputs (by field name), the problem's numeric parameters and
             exp/log/sin/cos/tanh/sqrt/abs/pi (see `methods.nets.OutputTransform`). Hard
-            constraints this way; derivatives then use autograd.
+            constraints this way (the forward-mode backend pushes jets through them).
         sdgd_dims: SDGD (Hu et al. 2024): each step, the Laplacian of the PDE residual sums
             over this many sampled dimensions, scaled by d / B (0: the full Laplacian).
         sdgd_variant: 1: the full residual, detached, times the gradient of the sampled one
@@ -127,6 +129,7 @@ class PINN(Method):
         lra: bool = False,
         lra_alpha: float = 0.1,
         lra_every: int = 10,
+        hard_constraints: bool = False,
         output_transform: Mapping[str, str] | None = None,
         sdgd_dims: int = 0,
         sdgd_variant: int = 2,
@@ -156,6 +159,7 @@ class PINN(Method):
         self.lra = _bool("lra", lra)
         self.lra_alpha = _real("lra_alpha", lra_alpha, 0.0, 1.0)
         self.lra_every = _int("lra_every", lra_every, 1)
+        self.hard_constraints = _bool("hard_constraints", hard_constraints)
         self.output_transform = _mapping(
             "output_transform",
             output_transform,
@@ -268,14 +272,23 @@ class Trainer:
             dtype=dt,
             device=dev,
         )
-        if m.output_transform:
+        transform = dict(m.output_transform)
+        if m.hard_constraints:
+            if "trial" in problem.capabilities:
+                transform = {**problem.trial(), **transform}
+            else:
+                log.warning(
+                    "method.hard_constraints: %s has no trial function; its conditions stay "
+                    "soft (loss terms)", problem.name or type(problem).__name__,
+                )  # fmt: skip
+        if transform:
             consts = {
                 k: v
                 for k, v in problem.params.items()
                 if isinstance(v, numbers.Real) and not isinstance(v, bool)
             }
             self.net = OutputTransform(  # type: ignore[assignment]
-                self.net, m.output_transform, problem.axes, problem.fields, consts
+                self.net, transform, problem.axes, problem.fields, consts
             )
         self.predictor = TorchPredictor(self.net, tuple(problem.axes), tuple(problem.fields))
         self.batch = self.sample()
@@ -299,7 +312,7 @@ class Trainer:
             if not self.fields.taylor:
                 raise ConfigError(
                     "method.compile needs the forward-mode backend, which this net or problem "
-                    "does not support (an output transform, or derivatives above order two)"
+                    "does not support (derivatives above order two)"
                 )
             self._compiled = torch.compile(self._losses, dynamic=False)
         self.params = list(self.net.parameters())

@@ -3,7 +3,11 @@
 A problem knows its equations (`residual`, written against `Fields`), its constraints
 (`conditions`) and a trusted reference solution (`reference`). It knows nothing about methods or
 about the harness. Optional capabilities (`characteristics`, `operator_data`, `symbolic`,
-`solve`) are methods a problem may define; `capabilities` lists the ones it has.
+`solve`, `trial`) are methods a problem may define; `capabilities` lists the ones it has.
+`trial() -> {field: expression}` is a hard-constraint trial function that satisfies the
+problem's conditions whatever the raw outputs are, in the syntax of the PINN's
+`output_transform` (expressions over the axes, the raw outputs by field name, the problem's
+numeric parameters, and exp/log/sin/cos/tanh/sqrt/abs/pi).
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ def check_real(
     return float(value)
 
 
-OPTIONAL_CAPABILITIES = ("characteristics", "operator_data", "symbolic", "solve")
+OPTIONAL_CAPABILITIES = ("characteristics", "operator_data", "symbolic", "solve", "trial")
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,10 @@ class Burgers(Problem):
             Condition("bc", sample_bc, lambda f: f["u"][:, None], self.n_boundary),
         ]
 
+    def trial(self) -> dict[str, str]:
+        """u(x, 0) = -sin(pi x) and u(+-1, t) = 0 hold exactly for any net output u."""
+        return {"u": "t * (1 - x**2) * u - sin(pi * x)"}
+
     # -- reference ------------------------------------------------------------------------
     def exact(self, points: np.ndarray) -> np.ndarray:
         """Cole–Hopf solution `[M, 1]` at `points` `[M, 2]` (columns x, t), by Gauss–Hermite."""

@@ -315,6 +315,10 @@ class NLSERaissi(NLSEProblem):
         re = 2.0 * _sech(x, xp)
         return re, 0.0 * re
 
+    def trial(self) -> dict[str, str]:
+        """psi(x, 0) = 2 sech x exactly (the periodic boundary conditions stay soft)."""
+        return {"re": "4 / (exp(x) + exp(-x)) + t * re", "im": "t * im"}
+
 
 @register_problem("nlse_soliton")
 class NLSESoliton(NLSEProblem):

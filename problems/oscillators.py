@@ -275,6 +275,21 @@ class _Oscillator(Problem):
     def times(self) -> np.ndarray:
         return np.linspace(0.0, self.t_end, self.nt)
 
+    def initial_values(self) -> tuple[str, float, float | None]:
+        """(field, value at t = 0, slope at t = 0 or None for a first-order equation)."""
+        raise NotImplementedError
+
+    def conditions(self) -> list[Condition]:
+        return self._initial(*self.initial_values())
+
+    def trial(self) -> dict[str, str]:
+        """Lagaris's trial function: the initial value (and slope) hold exactly,
+        field = value + slope t + t^2 N (first order: value + t N)."""
+        name, value, slope = self.initial_values()
+        if slope is None:
+            return {name: f"{float(value)!r} + t * {name}"}
+        return {name: f"{float(value)!r} + {float(slope)!r} * t + t**2 * {name}"}
+
     def _initial(self, name: str, value: float, slope: float | None) -> list[Condition]:
         """`ic`: field(0) - value; with `slope`, `ic_v`: field'(0) - slope."""
         conds = [Condition("ic", _at_zero, lambda f: (f[name] - value)[:, None], 1)]
@@ -347,8 +362,8 @@ class Duffing(_Oscillator):
         r = f.d("u", "t", "t") + self.delta * f.d("u", "t") + self.alpha * u + self.beta * u**3
         return (r - self.gamma * torch.cos(self.omega * f.t))[:, None]
 
-    def conditions(self) -> list[Condition]:
-        return self._initial("u", self.u0, self.v0)
+    def initial_values(self) -> tuple[str, float, float | None]:
+        return "u", self.u0, self.v0
 
     def rhs(self, t: float, y: np.ndarray) -> tuple[float, float]:
         u, v = y
@@ -411,8 +426,8 @@ class DuffingFree(_Oscillator):
         u = f["u"]
         return (f.d("u", "t", "t") + self.alpha * u + self.beta * u**3)[:, None]
 
-    def conditions(self) -> list[Condition]:
-        return self._initial("u", self.amplitude, 0.0)
+    def initial_values(self) -> tuple[str, float, float | None]:
+        return "u", self.amplitude, 0.0
 
     def exact(self, points: np.ndarray) -> np.ndarray:
         """u at `points` `[M, 1]` (column t), shape `[M, 1]`."""
@@ -467,8 +482,8 @@ class Adler(_Oscillator):
         """phi' - nu + K sin(phi), shape `[N, 1]`."""
         return (f.d("phi", "t") - self.nu + self.K * torch.sin(f["phi"]))[:, None]
 
-    def conditions(self) -> list[Condition]:
-        return self._initial("phi", self.phi0, None)
+    def initial_values(self) -> tuple[str, float, float | None]:
+        return "phi", self.phi0, None
 
     def exact(self, points: np.ndarray) -> np.ndarray:
         """phi at `points` `[M, 1]` (column t), shape `[M, 1]`."""
@@ -560,8 +575,8 @@ class MemsSnic(_Oscillator):
         forcing = self.eps**2 * self.f * torch.cos(self.omega * f.t)
         return (f.d("u", "t", "t") + u - self.eps * inner - forcing)[:, None]
 
-    def conditions(self) -> list[Condition]:
-        return self._initial("u", self.u0, self.v0)
+    def initial_values(self) -> tuple[str, float, float | None]:
+        return "u", self.u0, self.v0
 
     def reduction(self) -> AdlerReduction:
         """Adler's equation for the slow phase (shoots the free limit cycle once, ~0.2 s)."""

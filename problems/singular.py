@@ -103,6 +103,10 @@ class Legendre(Problem):
         r = (1 - x**2) * f.d("y", "x", "x") - 2 * x * f.d("y", "x") + self.eigen * f["y"]
         return r[:, None]
 
+    def trial(self) -> dict[str, str]:
+        """The paper's trial function: y(-1) = (-1)^l exactly."""
+        return {"y": "(-1)**l + (1 - exp(-(x + 1))) * y"}
+
     def conditions(self) -> list[Condition]:
         """`norm`: y(-1) - (-1)^l. `regular`: the equation at the singular points x = +-1,
         where it reduces to -2x y' + l(l+1) y = 0, which a log-singular solution cannot meet."""
@@ -196,6 +200,10 @@ class Hypergeometric(Problem):
         a, b, c = self.a, self.b, self.c
         r = x * (1 - x) * f.d("y", "x", "x") + (c - (a + b + 1) * x) * f.d("y", "x")
         return (r - a * b * f["y"])[:, None]
+
+    def trial(self) -> dict[str, str]:
+        """The paper's trial function: y(0) = 1 exactly."""
+        return {"y": "1 + x * y"}
 
     def conditions(self) -> list[Condition]:
         """`norm`: y(0) - 1. `regular`: the equation at the singular points x = 0 and x = 1,
@@ -301,6 +309,10 @@ class Accretion(Problem):
         e_rho = r * D * f.d("rho", "r") / rho + 2 * v**2 - M * (1 - v**2) / (r - 2 * M)
         e_v = r * D * f.d("v", "r") / (v * (1 - v**2)) - (a2 * (2 * r - 3 * M) - M) / (r - 2 * M)
         return torch.stack([e_rho, e_v], dim=1)
+
+    def trial(self) -> dict[str, str]:
+        """The paper's: rho(r_max) = rho_out exactly, rho > rho_out inside, and v > 0."""
+        return {"rho": "rho_out + (r_max - r) / r * exp(-rho)", "v": "exp(-v)"}
 
     def conditions(self) -> list[Condition]:
         """`outer`: rho(r_max)/rho_out - 1. `sonic`: Michel's critical-point conditions at r_c,

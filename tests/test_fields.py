@@ -236,3 +236,38 @@ def test_weighted_laplacian_exact_and_sampled():
     assert ((est.mean(0) - exact).abs() < 4 * stderr).all()
     with pytest.raises(ValueError, match=r"expected \[N, len\(axes\)\]"):
         Fields(pts, axes, ("u",), model=model).laplacian("u", weights=w[:, :2])
+
+
+# -- output transforms on jets -----------------------------------------------------------------
+TRANSFORMS = [
+    {"u": "t * (1 - x**2) * u - sin(pi * x)", "v": "exp(-y) * v + u * v / (2 + cos(t))"},
+    {"u": "sqrt(1 + u**2) + log(2 + tanh(x * y)) * abs(v)", "v": "2**x * v - 1 / (1.5 + sin(u))"},
+    {"v": "k * (y - 1) + v"},  # u passes through; a parameter; a term without the net
+]
+
+
+@pytest.mark.parametrize("exprs", TRANSFORMS)
+def test_output_transform_jets_equal_autograd(exprs):
+    """The chain rule on jets (`Jet`) gives the transformed fields' derivatives exactly as
+    autograd does, and the same parameter gradient."""
+    from methods.nets import OutputTransform
+
+    model = OutputTransform(_net(seed=5), exprs, AXES, NAMES, {"k": 0.7})
+    assert supports(model)
+    pts = _points(30, 8)
+    fs_t = FieldsBuilder(model, AXES, NAMES, "taylor", [set(KEYS)])([pts])[0]
+    fs_a = FieldsBuilder(model, AXES, NAMES, "autograd", [set(KEYS)])([pts])[0]
+    assert isinstance(fs_t, TaylorFields) and not isinstance(fs_a, TaylorFields)
+    torch.testing.assert_close(fs_t["u"], fs_a["u"], rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(fs_t["v"], fs_a["v"], rtol=1e-12, atol=1e-13)
+    for key in KEYS:
+        torch.testing.assert_close(fs_t.d(*key), fs_a.d(*key), rtol=1e-10, atol=1e-11)
+    params = list(model.parameters())
+
+    def loss(f):
+        return sum(f.d(*k).square().mean() for k in KEYS) + f["v"].square().mean()
+
+    for a, b in zip(
+        torch.autograd.grad(loss(fs_t), params), torch.autograd.grad(loss(fs_a), params)
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)

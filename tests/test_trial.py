@@ -1,0 +1,63 @@
+"""Problems' trial functions (`trial`, used by `method.hard_constraints`): each makes the
+conditions it claims hold exactly, whatever the net outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.registry import build_method, build_problem, problems
+from methods.base import Budget
+from methods.nets import OutputTransform, build_net
+from methods.taylor import FieldsBuilder, probe
+
+# the conditions each trial function imposes exactly (the rest stay loss terms)
+EXACT = {
+    "burgers": {"ic", "bc"},
+    "nlse": {"ic"},
+    "duffing": {"ic", "ic_v"},
+    "duffing_free": {"ic", "ic_v"},
+    "mems_snic": {"ic", "ic_v"},
+    "adler": {"ic"},
+    "adler_slip": {"ic"},
+    "legendre": {"norm"},
+    "hypergeometric": {"norm"},
+    "accretion": {"outer"},
+}
+
+
+def test_every_trial_function_is_listed_here():
+    with_trial = {n for n in problems() if "trial" in build_problem(n).capabilities}
+    assert with_trial == set(EXACT)
+
+
+@pytest.mark.parametrize("name", sorted(EXACT))
+@pytest.mark.parametrize("backend", ["autograd", "taylor"])
+def test_trial_function_satisfies_its_conditions(name, backend):
+    p = build_problem(name)
+    g = torch.Generator().manual_seed(0)
+    net = build_net(p.domain, len(p.fields), width=8, depth=2, generator=g)
+    consts = {k: v for k, v in p.params.items() if isinstance(v, int | float)}
+    model = OutputTransform(net, p.trial(), p.axes, p.fields, consts)
+    conds = {c.name: c for c in p.conditions()}
+    assert EXACT[name] <= set(conds)
+    blocks = [conds[c].sample(8, g) for c in sorted(EXACT[name])]
+    fns = [conds[c].residual for c in sorted(EXACT[name])]
+    requested = probe(model, p.axes, p.fields, fns, blocks)
+    fs = FieldsBuilder(model, p.axes, p.fields, backend, requested)(blocks)
+    for c, fn, f in zip(sorted(EXACT[name]), fns, fs):
+        assert fn(f).abs().max() < 1e-12, (name, c)
+    # and the raw net alone does not satisfy them (the test can fail)
+    raw = FieldsBuilder(net, p.axes, p.fields, backend, requested)(blocks)
+    assert max(fn(f).abs().max() for fn, f in zip(fns, raw)) > 1e-3
+
+
+def test_hard_constraints_option_uses_the_trial_function():
+    p = build_problem("burgers")
+    tr = build_method("pinn", width=8, depth=2, hard_constraints=True).trainer(p, Budget(points=64))
+    assert isinstance(tr.net, OutputTransform) and tr.fields.taylor
+    losses = tr.losses()
+    assert losses[1] < 1e-24 and losses[2] < 1e-24  # ic, bc: exact
+    # an explicit output_transform field overrides the problem's
+    tr = build_method("pinn", hard_constraints=True, output_transform={"u": "0 * u"}).trainer(p)
+    assert tr.predictor(p.sample_interior(3).numpy()) == pytest.approx(0.0)
