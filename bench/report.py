@@ -1,10 +1,14 @@
 """`bench-report`: the leaderboard, read back from any MLflow store.
 
-One row per (problem, method, budget): the median final `rel_l2` over seeds with its min–max
-spread, the median training seconds and the number of seeds, plus counts of runs that diverged,
-failed or were killed. Writes `leaderboard.md`, `leaderboard.csv` and one error-vs-time figure
-per problem. Table building is pure (a long-format frame of runs in, a table out) so it can be
-tested without a store.
+One row per (problem, method, budget, variant): the median final `rel_l2` over seeds with its
+min–max spread, the median training seconds and the number of seeds, plus counts of runs that
+diverged, failed or were killed. Writes `leaderboard.md`, `leaderboard.csv` and one
+error-vs-time figure per problem. Table building is pure (a long-format frame of runs in, a
+table out) so it can be tested without a store.
+
+A variant tells apart runs of one method on one problem and budget whose hyper-parameters
+differ (`method.*` or `problem.*` params, e.g. `hard_constraints=true`): they are separate
+entries, never pooled as seeds of one.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from rich.table import Table
 
 from bench.tracking import PARENT_TAG, REPO, resolve_uri
 
-KEYS = ["problem", "method", "budget"]
+KEYS = ["problem", "method", "budget", "variant"]
+VARIANT_PARAMS = ("method.", "problem.")  # params whose differences make a separate entry
 TROUBLE = ["diverged", "failed", "killed"]  # statuses counted, never averaged
 
 
@@ -34,7 +39,8 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """A long-format frame, one row per run, from MLflow's `Run.to_dictionary()` records.
 
     Columns: run_id, start_time, method, problem, budget, seed, status, rel_l2, train_seconds,
-    is_parent, and `tags.<key>` for every tag (for `--tag` filters).
+    is_parent, `tags.<key>` for every tag (for `--tag` filters) and `params.<key>` for the
+    method and problem hyper-parameters. `variant` is filled in by `select_runs`.
     """
     rows = []
     for r in records:
@@ -45,6 +51,9 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         row |= {"rel_l2": mets.get("rel_l2", np.nan), "train_seconds": mets.get("train_seconds")}
         row["is_parent"] = tags.get(PARENT_TAG) == "true"
         row |= {f"tags.{k}": v for k, v in tags.items()}
+        params = r["data"].get("params", {})
+        row |= {f"params.{k}": v for k, v in params.items() if k.startswith(VARIANT_PARAMS)}
+        row["variant"] = ""
         rows.append(row)
     base = ["run_id", "start_time", "is_parent", *KEYS, "seed", "status", "rel_l2", "train_seconds"]
     df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=base)
@@ -63,8 +72,26 @@ def select_runs(
     for k, v in (tags or {}).items():
         col = f"tags.{k}"
         keep &= df[col].astype(str) == v if col in df else False
-    out = df[keep].sort_values("start_time")
+    out = df[keep].sort_values("start_time").copy()
+    out["variant"] = variants(out)
     return out.drop_duplicates([*KEYS, "seed"], keep="last").reset_index(drop=True)
+
+
+def variants(df: pd.DataFrame) -> pd.Series:
+    """Per run, `key=value` of the method/problem params that differ among the runs of its
+    (problem, method, budget); "" where they all agree."""
+    cols = [c for c in df.columns if c.startswith("params.")]
+    out = pd.Series("", index=df.index, dtype=object)
+    if not cols or df.empty:
+        return out
+    for _, grp in df.groupby(["problem", "method", "budget"], dropna=False):
+        vals = grp[cols].fillna("—").astype(str)
+        differ = [c for c in cols if vals[c].nunique() > 1]
+        for i, row in vals[differ].iterrows():
+            out[i] = ", ".join(
+                f"{c[len('params.') :].removeprefix('method.')}={row[c]}" for c in differ
+            )
+    return out
 
 
 def leaderboard(df: pd.DataFrame, statuses: Sequence[str] = ("ok",)) -> pd.DataFrame:
@@ -106,7 +133,10 @@ def display_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     header += trouble
     rows = []
     for r in table.itertuples(index=False):
-        row = [str(r.problem), str(r.method), *([str(r.budget)] if multi_budget else [])]
+        method = (
+            f"{r.method} [{r.variant}]" if isinstance(r.variant, str) and r.variant else r.method
+        )
+        row = [str(r.problem), str(method), *([str(r.budget)] if multi_budget else [])]
         spread = "—" if pd.isna(r.rel_l2_min) else f"{_sci(r.rel_l2_min)} – {_sci(r.rel_l2_max)}"
         secs = "—" if pd.isna(r.train_seconds_median) else f"{r.train_seconds_median:.1f}"
         row += [_sci(r.rel_l2_median), spread, secs, str(r.n_seeds)]
@@ -201,7 +231,8 @@ def plot_problem(
     ax = fig.add_subplot()
     multi_budget = runs["budget"].nunique(dropna=False) > 1
     drawn = False
-    for i, ((method, budget), grp) in enumerate(runs.groupby(["method", "budget"], dropna=False)):
+    keys = ["method", "budget", "variant"]
+    for i, ((method, budget, variant), grp) in enumerate(runs.groupby(keys, dropna=False)):
         series = [hist[r] for r in grp["run_id"] if r in hist]
         series = [s[s["rel_l2"] > 0] for s in series]  # log axis
         if not any(len(s) for s in series):
@@ -212,7 +243,8 @@ def plot_problem(
         both = pd.concat(series, keys=range(len(series)))  # index (seed, step)
         by_step = both.groupby(level=1)
         med = by_step.median()[by_step.size() == len(series)]  # steps that every seed reached
-        label = f"{method} ({budget})" if multi_budget else str(method)
+        label = f"{method} [{variant}]" if isinstance(variant, str) and variant else str(method)
+        label = f"{label} ({budget})" if multi_budget else label
         label = f"{label}, median of {len(series)} seeds" if len(series) > 1 else label
         ax.plot(med["seconds"], med["rel_l2"], color=color, lw=2, label=label)
         drawn = True

@@ -166,3 +166,23 @@ def test_cli_missing_store(tmp_path, capsys):
     assert report.main(["--tracking-uri", uri, "--out", str(tmp_path)]) == 1
     assert "no MLflow store" in capsys.readouterr().out
     assert not (tmp_path / "none.db").exists()
+
+
+def test_runs_that_differ_in_hyperparameters_are_separate_entries():
+    """Seeds pool only runs with the same method/problem params; differences name the entry."""
+    recs = []
+    for seed, hard, err in [(0, "false", 0.1), (1, "false", 0.3), (0, "true", 0.01)]:
+        r = record("pinn", "burgers", "standard", seed, "ok", err, 1.0, start=seed)
+        r["info"]["run_id"] += hard
+        r["data"]["params"] = {"method.hard_constraints": hard, "method.width": "20", "seed": "x"}
+        recs.append(r)
+    runs = report.select_runs(report.runs_frame(recs))
+    table = report.leaderboard(runs)
+    assert sorted(table.variant) == ["hard_constraints=false", "hard_constraints=true"]
+    soft = table[table.variant == "hard_constraints=false"].iloc[0]
+    assert soft.n_seeds == 2 and soft.rel_l2_median == pytest.approx(0.2)
+    header, rows = report.display_rows(table)
+    assert ["burgers", "pinn [hard_constraints=true]"] == rows[0][:2]
+    # one variant only: no label
+    same = report.leaderboard(report.select_runs(report.runs_frame(recs[:2])))
+    assert list(same.variant) == [""] and report.display_rows(same)[1][0][1] == "pinn"
