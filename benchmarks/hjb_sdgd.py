@@ -29,6 +29,9 @@ from bench.registry import build_method, build_problem
 
 
 def _cell(d: int, dims: int, args: argparse.Namespace) -> dict:
+    if args.memory_limit_gb:  # fail cleanly (an allocation error) instead of swapping the box
+        limit = int(args.memory_limit_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     torch.set_num_threads(args.threads)
     problem = build_problem("hjb", d=d, n_eval=10, n_collocation=args.points)
     method = build_method(
@@ -67,6 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument(
+        "--memory-limit-gb", type=float, default=16.0, help="address-space cap per cell (0: none)"
+    )
     ap.add_argument("--cell", nargs=2, type=int, help=argparse.SUPPRESS)  # d, B
     args = ap.parse_args(argv)
     if args.cell:
@@ -80,14 +86,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'d':>6} {'B':>6} {'ms/step':>10} {'peak RSS MB':>12} {'grew MB':>9}")
     passthrough = [
         f"--{k}={getattr(args, k)}"
-        for k in ("variant", "points", "width", "depth", "steps", "threads")
+        for k in ("variant", "points", "width", "depth", "steps", "threads", "memory_limit_gb")
     ]
     for d in args.dims:
         for b in args.sdgd:
             cmd = [sys.executable, __file__, "--cell", str(d), str(b), *passthrough]
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode:
-                print(f"{d:>6} {b or 'full':>6}  failed: {res.stderr.strip().splitlines()[-1]}")
+                why = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1][:120]
+                print(f"{d:>6} {b or 'full':>6}  failed: {why}", flush=True)
                 continue
             r = json.loads(res.stdout.strip().splitlines()[-1])
             print(
