@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"{'d':>6} {'B':>6} {'ms/step':>10} {'peak RSS MB':>12} {'grew MB':>9}")
     passthrough = [
-        f"--{k}={getattr(args, k)}"
+        f"--{k.replace('_', '-')}={getattr(args, k)}"
         for k in ("variant", "points", "width", "depth", "steps", "threads", "memory_limit_gb")
     ]
     for d in args.dims:
