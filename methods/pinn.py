@@ -90,7 +90,9 @@ class PINN(Method):
         lra: learning-rate annealing of the condition weights during Adam.
         lra_alpha, lra_every: its moving-average factor and update interval (steps).
         hard_constraints: use the problem's own trial function (its `trial` capability), which
-            satisfies its conditions exactly; an `output_transform` field overrides it.
+            satisfies its conditions exactly; an `output_transform` field overrides it. On by
+            default (Lagaris et al. 1998; DeepXDE's practice); false gives the vanilla PINN
+            with every condition as a loss term.
         output_transform: a trial function per field, e.g. `{y: "1 + (1 - exp(-x)) * y"}`, over
             the axes, the raw net outputs (by field name), the problem's numeric parameters and
             exp/log/sin/cos/tanh/sqrt/abs/pi (see `methods.nets.OutputTransform`). Hard
@@ -129,7 +131,7 @@ class PINN(Method):
         lra: bool = False,
         lra_alpha: float = 0.1,
         lra_every: int = 10,
-        hard_constraints: bool = False,
+        hard_constraints: bool = True,
         output_transform: Mapping[str, str] | None = None,
         sdgd_dims: int = 0,
         sdgd_variant: int = 2,
@@ -276,11 +278,11 @@ class Trainer:
         if m.hard_constraints:
             if "trial" in problem.capabilities:
                 transform = {**problem.trial(), **transform}
-            else:
-                log.warning(
-                    "method.hard_constraints: %s has no trial function; its conditions stay "
-                    "soft (loss terms)", problem.name or type(problem).__name__,
-                )  # fmt: skip
+            else:  # the default is on: say it, without a warning
+                log.info(
+                    "%s has no trial function; its conditions are loss terms",
+                    problem.name or type(problem).__name__,
+                )
         if transform:
             consts = {
                 k: v
