@@ -169,7 +169,8 @@ class Fields:
             if key[0] not in self._gradients:
                 self._gradients[key[0]] = self._backward(self[key[0]])
             return self._gradients[key[0]][:, self._axis(key[1])]
-        return self._backward(self.d(key[0], *key[1:-1]))[:, self._axis(key[-1])]
+        # a copy of the column: a view would keep the whole [N, d] gradient alive in the cache
+        return self._backward(self.d(key[0], *key[1:-1]))[:, self._axis(key[-1])].clone()
 
     def _backward(self, lower: Tensor) -> Tensor:
         """`[N, d]`: the derivative of `lower` `[N]` (pointwise in the inputs) along every axis."""
