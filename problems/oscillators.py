@@ -283,12 +283,13 @@ class _Oscillator(Problem):
         return self._initial(*self.initial_values())
 
     def trial(self) -> dict[str, str]:
-        """Lagaris's trial function: the initial value (and slope) hold exactly,
-        field = value + slope t + t^2 N (first order: value + t N)."""
+        """Lagaris's trial function with time scaled by the horizon, so that the net's
+        share stays O(1) on long intervals: the initial value (and slope) hold exactly,
+        field = value + slope t + (t / t_end)^2 N (first order: value + (t / t_end) N)."""
         name, value, slope = self.initial_values()
         if slope is None:
-            return {name: f"{float(value)!r} + t * {name}"}
-        return {name: f"{float(value)!r} + {float(slope)!r} * t + t**2 * {name}"}
+            return {name: f"{float(value)!r} + t / t_end * {name}"}
+        return {name: f"{float(value)!r} + {float(slope)!r} * t + (t / t_end) ** 2 * {name}"}
 
     def _initial(self, name: str, value: float, slope: float | None) -> list[Condition]:
         """`ic`: field(0) - value; with `slope`, `ic_v`: field'(0) - slope."""
