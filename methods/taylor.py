@@ -18,7 +18,6 @@ derivatives share one jet pass, the others one plain forward pass.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from methods.jets import transform_jet
 from methods.nets import MLP, FourierFeatures, ModifiedMLP, Net, OutputTransform
 from problems.base import ConfigError, Fields
 
@@ -275,7 +275,7 @@ def jet_forward(net: Net, x: Tensor, plan: Plan) -> Tensor:
     """The jet `[k, plan.rows, N]` of `net` at raw points `x` `[N, d]`: values in row 0, then
     the planned derivatives with respect to the raw coordinates."""
     if isinstance(net, OutputTransform):
-        return _transform_jet(net, x, plan)
+        return transform_jet(net, jet_forward(net.net, x, plan), x, plan)
     xn, scale = net.norm(x.detach()), net.norm.scale
     body, act = net.body, net.body.activation
     h = None
@@ -437,153 +437,3 @@ class FieldsBuilder:
                     blocks[i], self.axes, self.names, parts[0][n], derivs, self.plan, self.model
                 )
         return out
-
-
-# -- output transforms on jets ------------------------------------------------------------------
-class Jet:
-    """A value with its planned first and second derivatives, for evaluating an output
-    transform (`methods.nets.OutputTransform`) on the jet of the net it wraps.
-
-    `d[i]` is the derivative along `plan.axes[i]`, `dd[p]` along `plan.pairs[p]`. Entries may
-    be tensors `[N]` or plain numbers (0 and 1 for a coordinate). Arithmetic follows the chain
-    and product rules to second order; transforms are elementwise, so this is exact.
-    """
-
-    __slots__ = ("v", "d", "dd", "plan")
-
-    def __init__(self, v: object, d: list, dd: list, plan: Plan) -> None:
-        self.v, self.d, self.dd, self.plan = v, d, dd, plan
-
-    def _lift(self, other: object) -> Jet:
-        if isinstance(other, Jet):
-            return other
-        return Jet(other, [0.0] * self.plan.k, [0.0] * len(self.plan.pairs), self.plan)
-
-    def unary(self, g: object, g1: object, g2: object) -> Jet:
-        """f(self) given f, f' and f'' at self.v."""
-        d = [g1 * a for a in self.d]
-        dd = [
-            g1 * self.dd[p] + g2 * self.d[i] * self.d[j]
-            for p, (i, j) in enumerate(self.plan.pair_firsts)
-        ]
-        return Jet(g, d, dd, self.plan)
-
-    def __add__(self, other: object) -> Jet:
-        o = self._lift(other)
-        return Jet(
-            self.v + o.v,
-            [a + b for a, b in zip(self.d, o.d)],
-            [a + b for a, b in zip(self.dd, o.dd)],
-            self.plan,
-        )
-
-    __radd__ = __add__
-
-    def __neg__(self) -> Jet:
-        return Jet(-self.v, [-a for a in self.d], [-a for a in self.dd], self.plan)
-
-    def __pos__(self) -> Jet:
-        return self
-
-    def __sub__(self, other: object) -> Jet:
-        return self + (-self._lift(other))
-
-    def __rsub__(self, other: object) -> Jet:
-        return self._lift(other) + (-self)
-
-    def __mul__(self, other: object) -> Jet:
-        if not isinstance(other, Jet):  # a constant
-            c = other
-            return Jet(self.v * c, [a * c for a in self.d], [a * c for a in self.dd], self.plan)
-        u, w = self, other
-        d = [a * w.v + u.v * b for a, b in zip(u.d, w.d)]
-        dd = [
-            u.dd[p] * w.v + u.d[i] * w.d[j] + u.d[j] * w.d[i] + u.v * w.dd[p]
-            for p, (i, j) in enumerate(self.plan.pair_firsts)
-        ]
-        return Jet(u.v * w.v, d, dd, self.plan)
-
-    __rmul__ = __mul__
-
-    def reciprocal(self) -> Jet:
-        r = 1 / self.v
-        return self.unary(r, -r * r, 2 * r * r * r)
-
-    def __truediv__(self, other: object) -> Jet:
-        return self * (other.reciprocal() if isinstance(other, Jet) else 1 / other)
-
-    def __rtruediv__(self, other: object) -> Jet:
-        return self.reciprocal() * other
-
-    def __pow__(self, p: object) -> Jet:
-        if isinstance(p, Jet):
-            raise ConfigError("output_transform: a power with a field or axis in the exponent")
-        return self.unary(self.v**p, p * self.v ** (p - 1), p * (p - 1) * self.v ** (p - 2))
-
-    def __rpow__(self, c: object) -> Jet:  # c ** jet = exp(jet log c), c > 0
-        return _jet_exp(self * math.log(c))
-
-
-def _jet_exp(u: Jet) -> Jet:
-    e = torch.exp(u.v) if isinstance(u.v, Tensor) else math.exp(u.v)
-    return u.unary(e, e, e)
-
-
-def _on_jets(torch_fn: Callable, jet_fn: Callable) -> Callable:
-    return lambda u: jet_fn(u) if isinstance(u, Jet) else torch_fn(u)
-
-
-def _jet_tanh(u: Jet) -> Jet:
-    t = torch.tanh(u.v)
-    return u.unary(t, 1 - t * t, -2 * t * (1 - t * t))
-
-
-def _jet_sqrt(u: Jet) -> Jet:
-    r = torch.sqrt(u.v)
-    return u.unary(r, 0.5 / r, -0.25 / (r * r * r))
-
-
-JET_FUNCTIONS: dict[str, object] = {
-    "exp": _on_jets(torch.exp, _jet_exp),
-    "log": _on_jets(torch.log, lambda u: u.unary(torch.log(u.v), 1 / u.v, -1 / (u.v * u.v))),
-    "sin": _on_jets(torch.sin, lambda u: u.unary(torch.sin(u.v), torch.cos(u.v), -torch.sin(u.v))),
-    "cos": _on_jets(torch.cos, lambda u: u.unary(torch.cos(u.v), -torch.sin(u.v), -torch.cos(u.v))),
-    "tanh": _on_jets(torch.tanh, _jet_tanh),
-    "sqrt": _on_jets(torch.sqrt, _jet_sqrt),
-    "abs": _on_jets(torch.abs, lambda u: u.unary(torch.abs(u.v), torch.sign(u.v), 0.0)),
-    "pi": math.pi,
-}
-
-
-def _transform_jet(model: OutputTransform, x: Tensor, plan: Plan) -> Tensor:
-    """The jet `[k, rows, N]` of an output transform: the net's jet, pushed through the
-    transform's expressions by the chain rule (`Jet`)."""
-    raw = jet_forward(model.net, x, plan)  # [k, rows, N]
-    n_pairs = len(plan.pairs)
-    fields = {
-        name: Jet(
-            raw[j, 0],
-            [raw[j, 1 + i] for i in range(plan.k)],
-            [raw[j, 1 + plan.k + p] for p in range(n_pairs)],
-            plan,
-        )
-        for j, name in enumerate(model.names)
-    }
-    xs = x.detach()
-    coords = {
-        axis: Jet(xs[:, i], [1.0 if a == i else 0.0 for a in plan.axes], [0.0] * n_pairs, plan)
-        for i, axis in enumerate(model.axes)
-    }
-    outs = model.evaluate(coords, fields, JET_FUNCTIONS)
-    rows = []
-    for j, out in enumerate(outs):
-        if out is None:
-            rows.append(raw[j])
-            continue
-        jet = out if isinstance(out, Jet) else Jet(out, [0.0] * plan.k, [0.0] * n_pairs, plan)
-        entries = [jet.v, *jet.d, *jet.dd]
-        shape = raw[j, 0].shape
-        rows.append(
-            torch.stack([torch.broadcast_to(torch.as_tensor(e).to(raw), shape) for e in entries])
-        )
-    return torch.stack(rows)

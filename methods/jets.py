@@ -1,0 +1,172 @@
+"""Second-order jet arithmetic, for output transforms on the forward-mode backend.
+
+`methods/taylor.py` propagates jets (values, planned first and second derivatives) through the
+nets; an `OutputTransform` then applies an expression to the net's outputs. `Jet` evaluates
+that expression on jets by the chain and product rules, so trial functions (hard constraints)
+cost no autograd.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from problems.base import ConfigError
+
+if TYPE_CHECKING:
+    from methods.nets import OutputTransform
+    from methods.taylor import Plan
+
+__all__ = ["JET_FUNCTIONS", "Jet", "transform_jet"]
+
+
+class Jet:
+    """A value with its planned first and second derivatives, for evaluating an output
+    transform (`methods.nets.OutputTransform`) on the jet of the net it wraps.
+
+    `d[i]` is the derivative along `plan.axes[i]`, `dd[p]` along `plan.pairs[p]`. Entries may
+    be tensors `[N]` or plain numbers (0 and 1 for a coordinate). Arithmetic follows the chain
+    and product rules to second order; transforms are elementwise, so this is exact.
+    """
+
+    __slots__ = ("v", "d", "dd", "plan")
+
+    def __init__(self, v: object, d: list, dd: list, plan: Plan) -> None:
+        self.v, self.d, self.dd, self.plan = v, d, dd, plan
+
+    def _lift(self, other: object) -> Jet:
+        if isinstance(other, Jet):
+            return other
+        return Jet(other, [0.0] * self.plan.k, [0.0] * len(self.plan.pairs), self.plan)
+
+    def unary(self, g: object, g1: object, g2: object) -> Jet:
+        """f(self) given f, f' and f'' at self.v."""
+        d = [g1 * a for a in self.d]
+        dd = [
+            g1 * self.dd[p] + g2 * self.d[i] * self.d[j]
+            for p, (i, j) in enumerate(self.plan.pair_firsts)
+        ]
+        return Jet(g, d, dd, self.plan)
+
+    def __add__(self, other: object) -> Jet:
+        o = self._lift(other)
+        return Jet(
+            self.v + o.v,
+            [a + b for a, b in zip(self.d, o.d)],
+            [a + b for a, b in zip(self.dd, o.dd)],
+            self.plan,
+        )
+
+    __radd__ = __add__
+
+    def __neg__(self) -> Jet:
+        return Jet(-self.v, [-a for a in self.d], [-a for a in self.dd], self.plan)
+
+    def __pos__(self) -> Jet:
+        return self
+
+    def __sub__(self, other: object) -> Jet:
+        return self + (-self._lift(other))
+
+    def __rsub__(self, other: object) -> Jet:
+        return self._lift(other) + (-self)
+
+    def __mul__(self, other: object) -> Jet:
+        if not isinstance(other, Jet):  # a constant
+            c = other
+            return Jet(self.v * c, [a * c for a in self.d], [a * c for a in self.dd], self.plan)
+        u, w = self, other
+        d = [a * w.v + u.v * b for a, b in zip(u.d, w.d)]
+        dd = [
+            u.dd[p] * w.v + u.d[i] * w.d[j] + u.d[j] * w.d[i] + u.v * w.dd[p]
+            for p, (i, j) in enumerate(self.plan.pair_firsts)
+        ]
+        return Jet(u.v * w.v, d, dd, self.plan)
+
+    __rmul__ = __mul__
+
+    def reciprocal(self) -> Jet:
+        r = 1 / self.v
+        return self.unary(r, -r * r, 2 * r * r * r)
+
+    def __truediv__(self, other: object) -> Jet:
+        return self * (other.reciprocal() if isinstance(other, Jet) else 1 / other)
+
+    def __rtruediv__(self, other: object) -> Jet:
+        return self.reciprocal() * other
+
+    def __pow__(self, p: object) -> Jet:
+        if isinstance(p, Jet):
+            raise ConfigError("output_transform: a power with a field or axis in the exponent")
+        return self.unary(self.v**p, p * self.v ** (p - 1), p * (p - 1) * self.v ** (p - 2))
+
+    def __rpow__(self, c: object) -> Jet:  # c ** jet = exp(jet log c), c > 0
+        return _jet_exp(self * math.log(c))
+
+
+def _jet_exp(u: Jet) -> Jet:
+    e = torch.exp(u.v) if isinstance(u.v, Tensor) else math.exp(u.v)
+    return u.unary(e, e, e)
+
+
+def _on_jets(torch_fn: Callable, jet_fn: Callable) -> Callable:
+    return lambda u: jet_fn(u) if isinstance(u, Jet) else torch_fn(u)
+
+
+def _jet_tanh(u: Jet) -> Jet:
+    t = torch.tanh(u.v)
+    return u.unary(t, 1 - t * t, -2 * t * (1 - t * t))
+
+
+def _jet_sqrt(u: Jet) -> Jet:
+    r = torch.sqrt(u.v)
+    return u.unary(r, 0.5 / r, -0.25 / (r * r * r))
+
+
+JET_FUNCTIONS: dict[str, object] = {
+    "exp": _on_jets(torch.exp, _jet_exp),
+    "log": _on_jets(torch.log, lambda u: u.unary(torch.log(u.v), 1 / u.v, -1 / (u.v * u.v))),
+    "sin": _on_jets(torch.sin, lambda u: u.unary(torch.sin(u.v), torch.cos(u.v), -torch.sin(u.v))),
+    "cos": _on_jets(torch.cos, lambda u: u.unary(torch.cos(u.v), -torch.sin(u.v), -torch.cos(u.v))),
+    "tanh": _on_jets(torch.tanh, _jet_tanh),
+    "sqrt": _on_jets(torch.sqrt, _jet_sqrt),
+    "abs": _on_jets(torch.abs, lambda u: u.unary(torch.abs(u.v), torch.sign(u.v), 0.0)),
+    "pi": math.pi,
+}
+
+
+def transform_jet(model: OutputTransform, raw: Tensor, x: Tensor, plan: Plan) -> Tensor:
+    """The jet `[k, rows, N]` of an output transform at raw points `x`, from the jet `raw`
+    `[k, rows, N]` of the net it wraps, pushed through its expressions by the chain rule."""
+    n_pairs = len(plan.pairs)
+    fields = {
+        name: Jet(
+            raw[j, 0],
+            [raw[j, 1 + i] for i in range(plan.k)],
+            [raw[j, 1 + plan.k + p] for p in range(n_pairs)],
+            plan,
+        )
+        for j, name in enumerate(model.names)
+    }
+    xs = x.detach()
+    coords = {
+        axis: Jet(xs[:, i], [1.0 if a == i else 0.0 for a in plan.axes], [0.0] * n_pairs, plan)
+        for i, axis in enumerate(model.axes)
+    }
+    outs = model.evaluate(coords, fields, JET_FUNCTIONS)
+    rows = []
+    for j, out in enumerate(outs):
+        if out is None:
+            rows.append(raw[j])
+            continue
+        jet = out if isinstance(out, Jet) else Jet(out, [0.0] * plan.k, [0.0] * n_pairs, plan)
+        entries = [jet.v, *jet.d, *jet.dd]
+        shape = raw[j, 0].shape
+        rows.append(
+            torch.stack([torch.broadcast_to(torch.as_tensor(e).to(raw), shape) for e in entries])
+        )
+    return torch.stack(rows)
