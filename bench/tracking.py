@@ -10,11 +10,14 @@ reached the run goes on, writes everything locally and says so once.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +100,31 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives during a store write until the write is done.
+
+    A KeyboardInterrupt inside MLflow's SQLAlchemy session skips its rollback (it handles
+    Exception, not BaseException) and can leave the SQLite store locked for the writes that
+    record the interruption; here it is raised right after the write instead.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    except ValueError:  # not the main interpreter
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
+
+
 class Tracker:
     """One MLflow run for one cell. Every method is a no-op once tracking is off or broken."""
 
@@ -116,11 +144,12 @@ class Tracker:
     def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if not self.enabled or self.error:
             return None
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:  # the store is unreachable or refused: keep the run going
-            self.error = f"{what}: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
-            return None
+        with _sigint_deferred():
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:  # the store is unreachable or refused: keep the run going
+                self.error = f"{what}: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+                return None
 
     def start(self, run_name: str, tags: Mapping[str, str]) -> str | None:
         def _start() -> str:

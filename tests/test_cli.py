@@ -113,6 +113,7 @@ def test_ctrl_c_marks_killed_and_keeps_the_curve(tmp_path):
             "budget=standard",
             "budget.eval_every=10",
             "eval.figures=false",
+            "threads=1",  # OpenMP threads crawl when another process holds a core
             f"hydra.run.dir={out}",
             f"tracking.uri=sqlite:///{db}",
         ],
@@ -137,3 +138,23 @@ def test_ctrl_c_marks_killed_and_keeps_the_curve(tmp_path):
     (run,) = client.search_runs([client.get_experiment_by_name("physbench").experiment_id])
     assert run.info.status == "KILLED" and run.data.tags["status"] == "killed"
     assert client.get_metric_history(run.info.run_id, "eval/rel_l2")
+
+
+def test_ctrl_c_during_a_store_write_is_raised_after_it():
+    """A Ctrl-C inside a tracker write waits for the write to finish, then interrupts."""
+    from bench.tracking import Tracker
+
+    done = []
+
+    def write():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the signal arrives while the write is still going
+        done.append(True)
+        return "written"
+
+    tracker = Tracker("sqlite:///unused.db", "physbench")
+    with pytest.raises(KeyboardInterrupt):
+        tracker._guard("a write", write)
+    assert done == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert tracker._guard("a write", lambda: "written") == "written"  # nothing pending
