@@ -111,6 +111,9 @@ def _sigint_deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield  # Ctrl-C is ignored or handled elsewhere: leave it alone
+        return
     caught: list[int] = []
     try:
         previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))

@@ -123,6 +123,8 @@ def test_ctrl_c_marks_killed_and_keeps_the_curve(tmp_path):
         text=True,
         env={**os.environ},
         start_new_session=True,
+        # a shell that started us in the background ignores SIGINT, and children inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while time.time() < deadline and not _has_logged_an_evaluation(db):
@@ -153,8 +155,12 @@ def test_ctrl_c_during_a_store_write_is_raised_after_it():
         return "written"
 
     tracker = Tracker("sqlite:///unused.db", "physbench")
-    with pytest.raises(KeyboardInterrupt):
-        tracker._guard("a write", write)
-    assert done == [True]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    assert tracker._guard("a write", lambda: "written") == "written"  # nothing pending
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tracker._guard("a write", write)
+        assert done == [True]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert tracker._guard("a write", lambda: "written") == "written"  # nothing pending
+    finally:
+        signal.signal(signal.SIGINT, previous)
