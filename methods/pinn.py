@@ -86,6 +86,14 @@ class PINN(Method):
         n_collocation: interior points (None: the problem's default).
         n_points: points per condition by name, e.g. `{ic: 200}` (missing: the problem's default).
         resample_every: draw fresh points every this many Adam steps (0: fixed points).
+        sampler: how fresh interior points are drawn when resampling: `uniform`, or `rad`
+            (residual-based adaptive distribution, Wu et al. 2023): from `rad_candidates` times
+            as many uniform candidates, draw without replacement with probability proportional
+            to |r|^rad_k / mean(|r|^rad_k) + rad_c, r the current PDE residual. The first
+            points are always uniform.
+        lbfgs_resample_every: draw fresh points every this many L-BFGS iterations and restart
+            L-BFGS there (its curvature pairs belong to the old loss); 0: fixed points. Long
+            L-BFGS runs on fixed points overfit them: the loss keeps falling, the error rises.
         weights: static loss weights by term (`pde` and condition names; missing: 1).
         lra: learning-rate annealing of the condition weights during Adam.
         lra_alpha, lra_every: its moving-average factor and update interval (steps).
@@ -127,6 +135,11 @@ class PINN(Method):
         n_collocation: int | None = None,
         n_points: Mapping[str, int] | None = None,
         resample_every: int = 0,
+        lbfgs_resample_every: int = 0,
+        sampler: str = "uniform",
+        rad_k: float = 1.0,
+        rad_c: float = 1.0,
+        rad_candidates: int = 10,
         weights: Mapping[str, float] | None = None,
         lra: bool = False,
         lra_alpha: float = 0.1,
@@ -157,6 +170,11 @@ class PINN(Method):
         )
         self.n_points = _mapping("n_points", n_points, lambda k, v: _int(k, v, 1))
         self.resample_every = _int("resample_every", resample_every, 0)
+        self.lbfgs_resample_every = _int("lbfgs_resample_every", lbfgs_resample_every, 0)
+        self.sampler = _choice("sampler", sampler, ("uniform", "rad"))
+        self.rad_k = _real("rad_k", rad_k, 0.0, lo_open=False)
+        self.rad_c = _real("rad_c", rad_c, 0.0, lo_open=False)
+        self.rad_candidates = _int("rad_candidates", rad_candidates, 1)
         self.weights = _mapping("weights", weights, lambda k, v: _real(k, v, 0.0, lo_open=False))
         self.lra = _bool("lra", lra)
         self.lra_alpha = _real("lra_alpha", lra_alpha, 0.0, 1.0)
@@ -326,12 +344,34 @@ class Trainer:
         self._cache: list[tuple[Tensor, float, list[Tensor], dict[str, float]]] = []
 
     # -- loss -------------------------------------------------------------------------------
-    def sample(self) -> list[Tensor]:
-        """Fresh training points, one block per loss term."""
-        return [
+    def sample(self, adaptive: bool = False) -> list[Tensor]:
+        """Fresh training points, one block per loss term; with `adaptive` and the `rad`
+        sampler, interior points from the residual-based density of the current net."""
+        blocks = [
             s(n, self.gen).to(device=self.device, dtype=self.dtype)
             for s, n in zip(self.samplers, self.sizes)
         ]
+        if adaptive and self.method.sampler == "rad":
+            blocks[0] = self._rad_sample(self.sizes[0])
+        return blocks
+
+    def _rad_sample(self, n: int) -> Tensor:
+        """`n` of `rad_candidates * n` uniform candidates, drawn without replacement with
+        probability proportional to |r|^k / mean(|r|^k) + c (Wu et al. 2023, RAD)."""
+        m, p = self.method, self.problem
+        cand = p.sample_interior(m.rad_candidates * n, self.gen)
+        cand = cand.to(device=self.device, dtype=self.dtype)
+        norms = []
+        for chunk in cand.split(4096):  # in chunks: memory stays bounded
+            f = Fields(chunk, p.axes, p.fields, model=self.net)
+            norms.append(p.residual(f).detach().norm(dim=1))
+        r = torch.cat(norms).double().cpu() ** m.rad_k
+        mean = r.mean()
+        density = (r / mean if mean > 0 and torch.isfinite(mean) else torch.zeros_like(r)) + m.rad_c
+        if not bool(torch.isfinite(density).all()) or float(density.sum()) <= 0:
+            density = torch.ones_like(r)  # a non-finite or zero residual: fall back to uniform
+        idx = torch.multinomial(density, n, replacement=False, generator=self.gen)
+        return cand[idx.to(cand.device)]
 
     def losses(self, batch: list[Tensor] | None = None) -> list[Tensor]:
         """The unweighted loss terms (mean squared residuals) on `batch`, in `self.terms` order."""
@@ -376,7 +416,7 @@ class Trainer:
         m = self.method
         k = self.adam_steps
         if m.resample_every and k > 0 and k % m.resample_every == 0:
-            self.batch = self.sample()
+            self.batch = self.sample(adaptive=True)
         lr = m.lr * m.decay_rate ** (k / m.decay_steps)
         for group in self.adam.param_groups:
             group["lr"] = lr
@@ -415,6 +455,11 @@ class Trainer:
         descent once; a second stall in a row ends it.
         """
         limit = None if evals_left is None else self.evals + evals_left
+        every = self.method.lbfgs_resample_every
+        if every and self.lbfgs_iters and self.lbfgs_iters % every == 0 and self.lbfgs:
+            self.batch = self.sample(adaptive=True)  # a new loss, so a fresh L-BFGS
+            self._cache.clear()
+            self.lbfgs = None
         for _ in range(2):
             x0 = self._flat()
             scalars = self._lbfgs_iteration(x0, limit)

@@ -63,6 +63,36 @@ def test_lbfgs_stops_on_the_step_cap(burgers):
     assert mon.stop_reason == "steps" and mon.step == 12
 
 
+def test_lbfgs_resampling_draws_fresh_points_and_restarts(burgers):
+    m = build_method("pinn", width=8, depth=2, adam_steps=0, lbfgs_resample_every=3)
+    tr = m.trainer(burgers, Budget(points=64))
+    first = [b.clone() for b in tr.batch]
+    for _ in range(3):
+        assert tr.lbfgs_step() is not None
+    assert all(torch.equal(a, b) for a, b in zip(first, tr.batch))  # fixed for 3 iterations
+    old = tr.lbfgs
+    assert tr.lbfgs_step() is not None
+    assert not torch.equal(first[0], tr.batch[0]) and tr.lbfgs is not old
+
+
+def test_rad_sampler_concentrates_points_where_the_residual_is_large(burgers):
+    m = build_method("pinn", width=16, depth=2, adam_steps=0, sampler="rad", rad_c=0.0)
+    tr = m.trainer(burgers, Budget(points=2000))
+    for _ in range(30):
+        tr.lbfgs_step()
+    uniform, rad = tr.sample()[0], tr.sample(adaptive=True)[0]
+    assert rad.shape == uniform.shape and tr.method.sampler == "rad"
+
+    def mean_residual(points):
+        f = tr.predictor.fields(points)
+        return burgers.residual(f).detach().abs().mean().item()
+
+    assert mean_residual(rad) > 2 * mean_residual(uniform)
+    # with a large c the density is nearly uniform
+    tr.method.rad_c = 1e6
+    assert mean_residual(tr.sample(adaptive=True)[0]) < 1.5 * mean_residual(uniform)
+
+
 def test_runs_are_deterministic(burgers):
     budget = Budget(steps=60, eval_every=10)
 
@@ -114,6 +144,9 @@ def test_lra_updates_the_condition_weights(burgers):
         ({"activation": "relu"}, "method.activation"),
         ({"derivatives": "jax"}, "method.derivatives"),
         ({"decay_rate": 1.5}, "method.decay_rate"),
+        ({"lbfgs_resample_every": -1}, "method.lbfgs_resample_every"),
+        ({"sampler": "lhs"}, "method.sampler"),
+        ({"rad_c": -1.0}, "method.rad_c"),
         ({"adam_steps": -1}, "method.adam_steps"),
         ({"lbfgs": "yes"}, "method.lbfgs"),
         ({"resample_every": -2}, "method.resample_every"),
