@@ -125,7 +125,7 @@ class Monitor:
         if self.predictor is not None:
             pred = np.asarray(self.predictor(self.reference.points), dtype=np.float64)
             row["rel_l2"] = (
-                metrics.rel_l2(pred, self.reference.values)
+                metrics.rel_l2(self.reference.align(pred), self.reference.values)
                 if np.all(np.isfinite(pred))
                 else float("nan")
             )

@@ -95,7 +95,12 @@ def score(
     t0 = time.perf_counter()
     pred = np.asarray(predictor(ref.points), dtype=np.float64).reshape(ref.values.shape)
     out = {"inference_seconds": time.perf_counter() - t0}
+    if np.all(np.isfinite(pred)):
+        pred = ref.align(pred)  # gauge fields (pressure) compared up to a constant
     out.update(metrics.field_metrics(pred, ref.values, problem.fields))
+    for group, names in problem.field_groups.items():
+        cols = [problem.fields.index(n) for n in names]
+        out[f"rel_l2_{group}"] = metrics.rel_l2(pred[:, cols], ref.values[:, cols])
     if problem.time_dependent:  # time is the last axis (DESIGN.md)
         t = ref.points[:, -1]
         if ref.grid is not None:  # the error at the last time of the grid
@@ -108,13 +113,17 @@ def score(
         g = torch.Generator().manual_seed(10_000_019 + seed)  # never the training points
         x = problem.sample_interior(n_residual, g).to(device)
         chunks = []  # in chunks: nested-autograd graphs of d-dimensional inputs are large
+        diags: dict[str, list[np.ndarray]] = {}
         for xs in x.split(RESIDUAL_CHUNK):
             f = predictor.fields(xs)
             if f is None:
                 break
             chunks.append(problem.residual(f).detach().double().cpu().numpy())
+            for name, value in problem.diagnostics(f).items():
+                diags.setdefault(name, []).append(value.detach().double().cpu().numpy())
         if chunks:
             out["residual_rms"] = metrics.rms(np.concatenate(chunks))
+        out.update({f"{k}_rms": metrics.rms(np.concatenate(v)) for k, v in diags.items()})
     return out, pred
 
 

@@ -137,6 +137,10 @@ class Reference:
         exact: a formula `[M, d] -> [M, k]`, used by `__call__` when given.
         grid: per-axis 1-D coordinates when `points` is their `meshgrid(indexing="ij")`,
             flattened in C order; enables interpolation and the harness's field plots.
+        gauge: columns of `values` defined only up to an additive constant (a pressure);
+            `align` shifts a prediction's such columns by the best constant before scoring.
+        time_column: the column of `points` holding time, if any: the gauge constant is then
+            chosen per time (pressure is fixed only up to a function of time).
     """
 
     def __init__(
@@ -145,7 +149,11 @@ class Reference:
         values: np.ndarray,
         exact: Callable[[np.ndarray], np.ndarray] | None = None,
         grid: Sequence[np.ndarray] | None = None,
+        gauge: Sequence[int] = (),
+        time_column: int | None = None,
     ) -> None:
+        self.gauge = tuple(int(j) for j in gauge)
+        self.time_column = time_column
         self.points = np.asarray(points, dtype=np.float64)
         self.values = np.asarray(values, dtype=np.float64)
         if self.values.ndim == 1:
@@ -161,6 +169,24 @@ class Reference:
     def shape(self) -> tuple[int, ...] | None:
         """Grid shape when the reference lives on a tensor grid."""
         return None if self.grid is None else tuple(len(g) for g in self.grid)
+
+    def align(self, pred: np.ndarray) -> np.ndarray:
+        """`pred` (`[N, k]` at `points`) with each gauge column shifted by the constant (per
+        time, with a time column) that minimises its L2 distance to the reference: the mean
+        difference. A copy; `pred` itself is unchanged. Identity without gauge columns."""
+        if not self.gauge:
+            return pred
+        pred = np.array(pred, dtype=np.float64, copy=True)
+        if self.time_column is None:
+            groups, n_groups = np.zeros(len(pred), dtype=np.int64), 1
+        else:
+            _, groups = np.unique(self.points[:, self.time_column], return_inverse=True)
+            n_groups = int(groups.max()) + 1 if len(groups) else 0
+        counts = np.bincount(groups, minlength=n_groups)
+        for j in self.gauge:
+            shift = np.bincount(groups, self.values[:, j] - pred[:, j], n_groups) / counts
+            pred[:, j] += shift[groups]
+        return pred
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         """Reference values `[M, k]` at arbitrary `points` `[M, d]`."""
@@ -213,6 +239,8 @@ class Problem(ABC):
     n_collocation: int = 10_000
     reference_version: int = 1  # bump when the reference algorithm changes
     reference_keys: tuple[str, ...] | None = None  # params the reference depends on (None: all)
+    gauge_fields: tuple[str, ...] = ()  # fields defined only up to a constant (pressure)
+    field_groups: dict[str, tuple[str, ...]] = {}  # extra pooled rel_l2, e.g. velocity: (u, v)
 
     def __init__(self, **params: Any) -> None:
         self.params = dict(params)
@@ -235,7 +263,11 @@ class Problem(ABC):
     def reference(self) -> Reference:
         """The trusted reference, cached in memory and on disk by a hash of `params`."""
         if self._reference is None:
-            self._reference = self._load_or_compute_reference()
+            ref = self._load_or_compute_reference()
+            ref.gauge = tuple(self.fields.index(name) for name in self.gauge_fields)
+            timed = self.gauge_fields and self.time_dependent
+            ref.time_column = self.axes.index("t") if timed else None
+            self._reference = ref
         return self._reference
 
     def _cache_key(self) -> str:
@@ -285,7 +317,12 @@ class Problem(ABC):
         return self.domain.sample(n, generator)
 
     def invariants(self, points: np.ndarray, values: np.ndarray) -> dict[str, float]:
-        """Problem-specific diagnostics of a prediction (mass drift, divergence...)."""
+        """Problem-specific diagnostics of a prediction's values (mass drift...)."""
+        return {}
+
+    def diagnostics(self, f: Fields) -> dict[str, Tensor]:
+        """Pointwise diagnostics of a differentiable prediction (e.g. `divergence`), each `[N]`;
+        the harness reports `<name>_rms` over the fresh residual-scoring points."""
         return {}
 
     def __repr__(self) -> str:
