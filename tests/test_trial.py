@@ -23,7 +23,16 @@ EXACT = {
     "legendre": {"norm"},
     "hypergeometric": {"norm"},
     "accretion": {"outer"},
+    "kovasznay": {"bc", "bc_p"},
+    "taylor_green": {"ic"},
 }
+# cases whose trial function depends on a parameter: (problem, overrides) -> conditions
+VARIANTS = {
+    ("cavity", (("lid", "smooth"),)): {"bc"},
+    ("cavity", (("lid", "parabolic"),)): {"bc"},
+    ("cavity_re1000", (("lid", "smooth"), ("lid_param", 20.0))): {"bc"},
+}
+CASES = {(name, ()): conds for name, conds in EXACT.items()} | VARIANTS
 
 
 def test_every_trial_function_is_listed_here():
@@ -31,21 +40,23 @@ def test_every_trial_function_is_listed_here():
     assert with_trial == set(EXACT)
 
 
-@pytest.mark.parametrize("name", sorted(EXACT))
+@pytest.mark.parametrize("case", sorted(CASES), ids=lambda c: "-".join([c[0], *map(str, c[1])]))
 @pytest.mark.parametrize("backend", ["autograd", "taylor"])
-def test_trial_function_satisfies_its_conditions(name, backend):
-    p = build_problem(name)
+def test_trial_function_satisfies_its_conditions(case, backend):
+    name, overrides = case
+    exact = CASES[case]
+    p = build_problem(name, **dict(overrides))
     g = torch.Generator().manual_seed(0)
     net = build_net(p.domain, len(p.fields), width=8, depth=2, generator=g)
     consts = {k: v for k, v in p.params.items() if isinstance(v, int | float)}
     model = OutputTransform(net, p.trial(), p.axes, p.fields, consts)
     conds = {c.name: c for c in p.conditions()}
-    assert EXACT[name] <= set(conds)
-    blocks = [conds[c].sample(8, g) for c in sorted(EXACT[name])]
-    fns = [conds[c].residual for c in sorted(EXACT[name])]
+    assert exact <= set(conds)
+    blocks = [conds[c].sample(8, g) for c in sorted(exact)]
+    fns = [conds[c].residual for c in sorted(exact)]
     requested = probe(model, p.axes, p.fields, fns, blocks)
     fs = FieldsBuilder(model, p.axes, p.fields, backend, requested)(blocks)
-    for c, fn, f in zip(sorted(EXACT[name]), fns, fs):
+    for c, fn, f in zip(sorted(exact), fns, fs):
         assert fn(f).abs().max() < 1e-12, (name, c)
     # and the raw net alone does not satisfy them (the test can fail)
     raw = FieldsBuilder(net, p.axes, p.fields, backend, requested)(blocks)
