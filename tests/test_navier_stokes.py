@@ -170,3 +170,23 @@ def test_ns_vorticity_reference_is_consistent():
 def test_ns_vorticity_rejects_inconsistent_time_step():
     with pytest.raises(ConfigError, match="dt"):
         build_problem("ns_vorticity", t_final=1.0, nt=3, dt=0.3)
+
+
+def test_kolmogorov_laminar_state_satisfies_the_equations():
+    p = build_problem("kolmogorov")
+    k, nu, drag, scale = p.k, p.nu, p.drag, p.scale
+    amp = scale / (nu * (2 * math.pi * k) ** 2 + drag)
+
+    def laminar(x: torch.Tensor) -> torch.Tensor:
+        y = x[:, 1]
+        u = amp * torch.sin(2 * math.pi * k * y)
+        w = -2 * math.pi * k * amp * torch.cos(2 * math.pi * k * y)
+        return torch.stack([w, u, torch.zeros_like(u)], dim=1)
+
+    pts = p.sample_interior(300, torch.Generator().manual_seed(0))
+    f = Fields(pts, p.axes, p.fields, model=laminar)
+    assert p.residual(f).abs().max() < 1e-10 * amp * k**2
+    p.drag = 0.0  # without the drag term it is not steady: the check can fail
+    assert p.residual(Fields(pts, p.axes, p.fields, model=laminar)).abs().max() > 1e-3
+    with pytest.raises(ConfigError, match="k"):
+        build_problem("kolmogorov", k=30)
