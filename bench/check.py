@@ -214,8 +214,8 @@ def run_grid(
     console: Console,
     jobs: int = 1,
 ) -> list[dict[str, Any]]:
-    """Run each cell and seed at budget=smoke, `jobs` at a time (each in a fresh process when
-    `jobs > 1`; every cell uses one thread, so the results do not depend on `jobs`)."""
+    """Run each cell and seed at budget=smoke, `jobs` at a time (in `jobs` worker processes;
+    every cell uses one thread and reseeds, so the results do not depend on `jobs`)."""
     tasks = [(m, p, seed, out / m / p / str(seed), track) for m, p in cells for seed in seeds]
 
     def show(rec: dict[str, Any]) -> None:
@@ -232,9 +232,16 @@ def run_grid(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    # Workers are reused (torch's import is seconds per process; each cell reseeds and sets its
+    # threads, as the sequential path does), and the costliest cells start first so that none
+    # is left running alone at the end: cost grows with the input dimension (hjb: d = 100).
+    from bench.registry import build_problem
+
+    dims = {p: len(build_problem(p).axes) for _, p in cells}
+    order = sorted(range(len(tasks)), key=lambda i: -dims[tasks[i][1]])
     ctx = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
-    with ProcessPoolExecutor(jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
-        futures = {pool.submit(_run_one, *task): i for i, task in enumerate(tasks)}
+    with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+        futures = {pool.submit(_run_one, *tasks[i]): i for i in order}
         done: dict[int, dict[str, Any]] = {}
         for fut in as_completed(futures):
             done[futures[fut]] = fut.result()
