@@ -363,8 +363,7 @@ class Trainer:
         cand = cand.to(device=self.device, dtype=self.dtype)
         norms = []
         for chunk in cand.split(4096):  # in chunks: memory stays bounded
-            f = Fields(chunk, p.axes, p.fields, model=self.net)
-            norms.append(p.residual(f).detach().norm(dim=1))
+            norms.append(p.residual(self.predictor.fields(chunk)).detach().norm(dim=1))
         r = torch.cat(norms).double().cpu() ** m.rad_k
         mean = r.mean()
         density = (r / mean if mean > 0 and torch.isfinite(mean) else torch.zeros_like(r)) + m.rad_c

@@ -41,6 +41,7 @@ __all__ = [
     "cache_dir",
     "check_int",
     "check_real",
+    "grid_points",
 ]
 
 
@@ -203,6 +204,13 @@ class Reference:
         # tolerance leaves errors ~1e-6 between nodes of fine grids
         interp = RegularGridInterpolator(self.grid, vals, method="cubic", solver=spsolve)
         return interp(points)
+
+
+def grid_points(*axes: np.ndarray) -> np.ndarray:
+    """The points `[N, len(axes)]` of the tensor grid of 1-D `axes`, in `Reference.grid` order
+    (`meshgrid(indexing="ij")`, flattened in C order)."""
+    mesh = np.meshgrid(*axes, indexing="ij")
+    return np.stack([m.ravel() for m in mesh], axis=1)
 
 
 @dataclass

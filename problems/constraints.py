@@ -22,7 +22,7 @@ from torch import Tensor
 
 from problems.base import Box, Condition, Fields
 
-__all__ = ["SIDES", "periodic_conditions", "rectangle_trial", "substitute"]
+__all__ = ["SIDES", "periodic_conditions", "rectangle_trial", "sample_boundary", "substitute"]
 
 SIDES = ("lo0", "hi0", "lo1", "hi1")  # the four sides of a rectangle: axis 0 low/high, axis 1
 
@@ -99,6 +99,23 @@ def rectangle_trial(box: Box, field: str, data: str, sides: Sequence[str] = SIDE
     else:
         raise ValueError(f"rectangle_trial supports all four sides or one side, got {sides}")
     return f"{lift} + {dist} * {field}"
+
+
+def sample_boundary(
+    box: Box, n: int, generator: torch.Generator | None = None, sides: Sequence[str] = SIDES
+) -> Tensor:
+    """`n` points uniform by length on the given sides of the 2-D `box` (its first two axes;
+    further axes, e.g. time, uniform in their range)."""
+    (a0, (lo0, hi0)), (a1, (lo1, hi1)) = list(box.bounds.items())[:2]
+    length = {"lo0": hi1 - lo1, "hi0": hi1 - lo1, "lo1": hi0 - lo0, "hi1": hi0 - lo0}
+    weights = torch.tensor([length[s] for s in sides], dtype=torch.float64)
+    which = torch.multinomial(weights / weights.sum(), n, replacement=True, generator=generator)
+    pts = box.sample(n, generator)
+    fix = {"lo0": (0, lo0), "hi0": (0, hi0), "lo1": (1, lo1), "hi1": (1, hi1)}
+    for i, side in enumerate(sides):
+        col, value = fix[side]
+        pts[which == i, col] = value
+    return pts
 
 
 def periodic_conditions(

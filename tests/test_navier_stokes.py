@@ -16,8 +16,7 @@ from bench.run import score
 from methods.base import Predictor
 from methods.nets import OutputTransform, build_net
 from problems.base import ConfigError, Fields, Reference
-from problems.constraints import rectangle_trial
-from problems.navier_stokes import sample_boundary
+from problems.constraints import rectangle_trial, sample_boundary
 
 
 class ExactPredictor(Predictor):
