@@ -17,12 +17,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from bench.registry import register_method
 from methods.base import Budget, Method, Predictor, Report, TorchPredictor
-from methods.nets import ACTIVATIONS, NETS, Net, OutputTransform, build_net, compile_transform
+from methods.nets import ACTIVATIONS, NETS, OutputTransform, build_net, compile_transform
 from methods.taylor import BACKENDS, FieldsBuilder, probe
+from methods.train import StepTrainer, adam, train
 from problems.base import ConfigError, Fields, Problem
 
 __all__ = ["PINN", "Trainer"]
@@ -206,41 +207,32 @@ class PINN(Method):
                 "set method.derivatives=auto or autograd"
             )
 
+    def build_net(self, problem: Problem) -> nn.Module:
+        """The (seeded) net `[N, d] -> [N, len(problem.fields)]`, before any trial function."""
+        return build_net(
+            problem.domain,
+            len(problem.fields),
+            kind=self.net,
+            width=self.width,
+            depth=self.depth,
+            activation=self.activation,
+            fourier_features=self.fourier_features,
+            fourier_scale=self.fourier_scale,
+            generator=self.generator(1),
+            dtype=self.dtype,
+            device=torch.device(self.device),
+        )
+
     def trainer(self, problem: Problem, budget: Budget | None = None) -> Trainer:
         """The net, points, loss and optimiser state of a run on `problem` (seeded); at most
         `budget.points` points per loss term."""
         return Trainer(self, problem, None if budget is None else budget.points)
 
     def fit(self, problem: Problem, budget: Budget, report: Report) -> Predictor:
-        tr = self.trainer(problem, budget)
-        step = 0
-        scalars: dict[str, float] = {}
-        for _ in range(self.adam_steps):
-            step += 1
-            scalars = tr.adam_step()
-            if report(step, evals=tr.evals, predictor=tr.predictor, **scalars):
-                return tr.predictor
-        if not self.lbfgs:
-            return tr.predictor
-        reported = tr.evals
-        while step < budget.steps:
-            new = tr.lbfgs_step(report.evals_left())
-            if new is None:  # converged, or no evaluation left for another iteration
-                if tr.evals > reported:  # evaluations spent on a stalled iteration still count
-                    report(step, evals=tr.evals, predictor=tr.predictor, **scalars)
-                break
-            scalars, reported = new, tr.evals
-            step += 1
-            if report(step, evals=tr.evals, predictor=tr.predictor, **scalars):
-                break
-        return tr.predictor
+        return train(self.trainer(problem, budget), self.adam_steps, self.lbfgs, budget, report)
 
 
-class _OutOfEvals(Exception):
-    """Raised inside the L-BFGS closure instead of exceeding the evaluation budget."""
-
-
-class Trainer:
+class Trainer(StepTrainer):
     """One PINN run: the net, the training points, the loss terms and the optimisers.
 
     `adam_step()` and `lbfgs_step()` each perform one optimiser step and return the loss
@@ -248,8 +240,10 @@ class Trainer:
     """
 
     def __init__(self, method: PINN, problem: Problem, max_points: int | None = None) -> None:
+        super().__init__()
         m = self.method = method
         self.problem = problem
+        self.lbfgs_history, self.lbfgs_max_eval = m.lbfgs_history, m.lbfgs_max_eval
         dev, dt = torch.device(m.device), m.dtype
         self.device, self.dtype = dev, dt
         torch.manual_seed(m.seed)  # nothing below draws from it, but keep any stray draw seeded
@@ -279,19 +273,7 @@ class Trainer:
         self.residuals: list[Callable[[Fields], Tensor]] = [problem.residual] + [
             c.residual for c in conds
         ]
-        self.net: Net = build_net(
-            problem.domain,
-            len(problem.fields),
-            kind=m.net,
-            width=m.width,
-            depth=m.depth,
-            activation=m.activation,
-            fourier_features=m.fourier_features,
-            fourier_scale=m.fourier_scale,
-            generator=m.generator(1),
-            dtype=dt,
-            device=dev,
-        )
+        self.net: nn.Module = m.build_net(problem)
         transform = dict(m.output_transform)
         if m.hard_constraints:
             if "trial" in problem.capabilities:
@@ -336,12 +318,8 @@ class Trainer:
                 )
             self._compiled = torch.compile(self._losses, dynamic=False)
         self.params = list(self.net.parameters())
-        self.adam = _adam(self.params, m.lr)
-        self.lbfgs: torch.optim.LBFGS | None = None
+        self.adam = adam(self.params, m.lr)
         self.adam_steps = 0
-        self.lbfgs_iters = 0
-        self.evals = 0
-        self._cache: list[tuple[Tensor, float, list[Tensor], dict[str, float]]] = []
 
     # -- loss -------------------------------------------------------------------------------
     def sample(self, adaptive: bool = False) -> list[Tensor]:
@@ -402,7 +380,7 @@ class Trainer:
     def total(self, losses: list[Tensor]) -> Tensor:
         return sum(w * lam * L for w, lam, L in zip(self.weights, self.lam, losses))  # type: ignore[return-value]
 
-    def _scalars(self, total: Tensor, losses: list[Tensor]) -> dict[str, float]:
+    def scalars(self, total: Tensor, losses: list[Tensor]) -> dict[str, float]:
         out = {"loss": total.item()}
         out.update({f"loss_{t}": L.item() for t, L in zip(self.terms, losses)})
         if self.method.lra:
@@ -428,7 +406,7 @@ class Trainer:
         self.adam.step()
         self.adam_steps += 1
         self.evals += 1
-        return self._scalars(total, losses)
+        return self.scalars(total, losses)
 
     def _anneal(self, losses: list[Tensor]) -> None:
         """Learning-rate annealing, as in Wang, Teng & Perdikaris's code: with g_r the largest
@@ -445,100 +423,10 @@ class Trainer:
 
     # -- L-BFGS -----------------------------------------------------------------------------
     def lbfgs_step(self, evals_left: int | None = None) -> dict[str, float] | None:
-        """One L-BFGS iteration on the current points; None when it cannot or need not go on.
-
-        Every loss evaluation counts toward `evals`, except a repeat at parameters already
-        evaluated (torch's L-BFGS re-evaluates the accepted point at the start of each `step`;
-        the result is served from a cache). The iteration is capped so that `evals` grows by at
-        most `evals_left`. If an iteration makes no progress, L-BFGS restarts from steepest
-        descent once; a second stall in a row ends it.
-        """
-        limit = None if evals_left is None else self.evals + evals_left
+        """One L-BFGS iteration (see `StepTrainer.lbfgs_step`); with `lbfgs_resample_every`,
+        fresh points, and a fresh L-BFGS, every that many iterations."""
         every = self.method.lbfgs_resample_every
         if every and self.lbfgs_iters and self.lbfgs_iters % every == 0 and self.lbfgs:
-            self.batch = self.sample(adaptive=True)  # a new loss, so a fresh L-BFGS
-            self._cache.clear()
-            self.lbfgs = None
-        for _ in range(2):
-            x0 = self._flat()
-            scalars = self._lbfgs_iteration(x0, limit)
-            if scalars is None:
-                return None
-            if not torch.equal(x0, self._flat()):
-                return scalars
-            self.lbfgs = None  # stalled: forget the curvature pairs and try again
-        return None
-
-    def _lbfgs_iteration(self, x0: Tensor, limit: int | None) -> dict[str, float] | None:
-        m = self.method
-        if self.lbfgs is None:
-            self.lbfgs = torch.optim.LBFGS(
-                self.params,
-                lr=1.0,
-                max_iter=1,
-                max_eval=m.lbfgs_max_eval,
-                tolerance_grad=0.0,
-                tolerance_change=0.0,
-                history_size=m.lbfgs_history,
-                line_search_fn="strong_wolfe",
-            )
-        start = self._lookup(x0)
-        cap = m.lbfgs_max_eval
-        if limit is not None:
-            # torch's step: one evaluation at x0 (free when cached), then at most `max_eval`
-            left = limit - self.evals
-            cap = min(cap, left if start is not None else left - 1)
-            if cap < 1:
-                return None
-        self.lbfgs.param_groups[0]["max_eval"] = cap
-        try:
-            self.lbfgs.step(lambda: self._closure(limit))
-        except _OutOfEvals:  # a safety net: the cap above keeps this from happening
-            self._set_flat(x0)
-            return None
-        self.lbfgs_iters += 1
-        hit = self._lookup(self._flat()) or start or self._cache[-1]
-        return hit[3]
-
-    def _flat(self) -> Tensor:
-        return torch.cat([p.detach().reshape(-1) for p in self.params])
-
-    def _set_flat(self, x: Tensor) -> None:
-        i = 0
-        with torch.no_grad():
-            for p in self.params:
-                p.copy_(x[i : i + p.numel()].view_as(p))
-                i += p.numel()
-
-    def _lookup(self, x: Tensor) -> tuple[Tensor, float, list[Tensor], dict[str, float]] | None:
-        for entry in reversed(self._cache):
-            if torch.equal(entry[0], x):
-                return entry
-        return None
-
-    def _closure(self, limit: int | None) -> Tensor:
-        x = self._flat()
-        hit = self._lookup(x)
-        if hit is not None:
-            for p, g in zip(self.params, hit[2]):
-                p.grad = g.clone()
-            return torch.tensor(hit[1], dtype=self.dtype)
-        if limit is not None and self.evals >= limit:
-            raise _OutOfEvals
-        losses = self.losses()
-        total = self.total(losses)
-        self.lbfgs.zero_grad(set_to_none=True)  # type: ignore[union-attr]
-        total.backward()
-        self.evals += 1
-        grads = [p.grad.detach().clone() for p in self.params]  # type: ignore[union-attr]
-        self._cache.append((x, total.item(), grads, self._scalars(total, losses)))
-        del self._cache[: -(self.method.lbfgs_max_eval + 2)]
-        return total.detach()
-
-
-def _adam(params: list[Tensor], lr: float) -> torch.optim.Adam:
-    """Adam, with the fused kernel where this torch build has it (same updates, fewer ops)."""
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr)
+            self.batch = self.sample(adaptive=True)
+            self.new_loss()
+        return super().lbfgs_step(evals_left)

@@ -31,6 +31,7 @@ from problems.fields import Fields, FieldsError
 
 __all__ = [
     "Box",
+    "Characteristics",
     "Condition",
     "ConfigError",
     "Fields",
@@ -211,6 +212,37 @@ def grid_points(*axes: np.ndarray) -> np.ndarray:
     (`meshgrid(indexing="ij")`, flattened in C order)."""
     mesh = np.meshgrid(*axes, indexing="ij")
     return np.stack([m.ravel() for m in mesh], axis=1)
+
+
+@dataclass(frozen=True)
+class Characteristics:
+    """The Lagrangian form of a 1-D periodic convection–diffusion law (the `characteristics`
+    capability, for LPINN):
+
+        u_t + a(u) u_x = nu u_xx  on a periodic interval `period` of axis `axis`,
+
+    followed along the characteristics X(x0, t) from the label x0 (the position at t = 0):
+
+        dX/dt = a(U),   dU/dt = nu U_xx,   X(x0, 0) = x0,   U(x0, 0) = u0(x0),
+
+    where U(x0, t) = u(X(x0, t), t). For a constant speed X_x0 = 1 and U_xx = U_x0x0 exactly;
+    otherwise U_xx = (U_x0 / X_x0)_x0 / X_x0.
+
+    Arguments:
+        axis: the spatial axis (the other axis is `t`).
+        period: `(lo, hi)`, the spatial period.
+        speed: `a(u)`, elementwise on a tensor of states.
+        nu: the diffusion coefficient (>= 0).
+        u0: the initial state at labels x0 (a tensor), elementwise.
+        constant_speed: True when `a` does not depend on u (the characteristics are straight).
+    """
+
+    axis: str
+    period: tuple[float, float]
+    speed: Callable[[Tensor], Tensor]
+    nu: float
+    u0: Callable[[Tensor], Tensor]
+    constant_speed: bool
 
 
 @dataclass
