@@ -25,12 +25,17 @@ EXACT = {
     "accretion": {"outer"},
     "kovasznay": {"bc", "bc_p"},
     "taylor_green": {"ic"},
+    "convection": {"ic"},
+    "convection_diffusion": {"ic"},
+    "burgers_periodic": {"ic"},
 }
 # cases whose trial function depends on a parameter: (problem, overrides) -> conditions
 VARIANTS = {
     ("cavity", (("lid", "smooth"),)): {"bc"},
     ("cavity", (("lid", "parabolic"),)): {"bc"},
     ("cavity_re1000", (("lid", "smooth"), ("lid_param", 20.0))): {"bc"},
+    ("convection_diffusion", (("u0", "gauss"),)): {"ic"},
+    ("burgers_periodic", (("C", 50.0),)): {"ic"},
 }
 CASES = {(name, ()): conds for name, conds in EXACT.items()} | VARIANTS
 
