@@ -28,6 +28,8 @@ EXACT = {
     "convection": {"ic"},
     "convection_diffusion": {"ic"},
     "burgers_periodic": {"ic"},
+    "helmholtz": {"bc"},
+    "klein_gordon": {"ic", "ic_t", "bc"},
 }
 # cases whose trial function depends on a parameter: (problem, overrides) -> conditions
 VARIANTS = {
@@ -36,6 +38,8 @@ VARIANTS = {
     ("cavity_re1000", (("lid", "smooth"), ("lid_param", 20.0))): {"bc"},
     ("convection_diffusion", (("u0", "gauss"),)): {"ic"},
     ("burgers_periodic", (("C", 50.0),)): {"ic"},
+    ("helmholtz", (("a1", 10.0), ("a2", 10.0))): {"bc"},
+    ("helmholtz", (("a1", 1.5), ("a2", 2.25))): {"bc"},  # non-zero data: Coons lifting
 }
 CASES = {(name, ()): conds for name, conds in EXACT.items()} | VARIANTS
 
