@@ -292,6 +292,7 @@ class Trainer(StepTrainer):
             self.net = OutputTransform(  # type: ignore[assignment]
                 self.net, transform, problem.axes, problem.fields, consts
             )
+            self._drop_satisfied()
         self.predictor = TorchPredictor(self.net, tuple(problem.axes), tuple(problem.fields))
         self.batch = self.sample()
         backend = "autograd" if m.sdgd_dims else m.derivatives
@@ -320,6 +321,23 @@ class Trainer(StepTrainer):
         self.params = list(self.net.parameters())
         self.adam = adam(self.params, m.lr)
         self.adam_steps = 0
+
+    def _drop_satisfied(self) -> None:
+        """Conditions that the trial function satisfies identically leave the loss: computing
+        them is pure cost. A condition is taken as satisfied when its residual is at round-off
+        on 64 fresh points for the initial net (a random net does not satisfy it by chance)."""
+        g = self.method.generator(3)  # its own stream: the training points stay the same
+        tol = 1e-9 if self.dtype == torch.float64 else 1e-4
+        keep = [0]
+        for i in range(1, len(self.terms)):
+            pts = self.samplers[i](64, g).to(device=self.device, dtype=self.dtype)
+            f = Fields(pts.requires_grad_(True), self.problem.axes, self.problem.fields, self.net)
+            if float(self.residuals[i](f).detach().abs().max()) > tol:
+                keep.append(i)
+            else:
+                log.info("condition %r holds by the trial function: not a loss term", self.terms[i])
+        for name in ("terms", "weights", "lam", "sizes", "samplers", "residuals"):
+            setattr(self, name, [getattr(self, name)[i] for i in keep])
 
     # -- loss -------------------------------------------------------------------------------
     def sample(self, adaptive: bool = False) -> list[Tensor]:

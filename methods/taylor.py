@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from methods.jets import transform_jet
-from methods.nets import MLP, FourierFeatures, ModifiedMLP, Net, OutputTransform
+from methods.nets import MLP, FourierFeatures, ModifiedMLP, Net, OutputTransform, PIGNet
 from problems.base import ConfigError, Fields
 
 __all__ = [
@@ -263,6 +263,8 @@ def supports(model: nn.Module) -> bool:
     """True when `jet_forward` can propagate derivatives through `model`."""
     if isinstance(model, OutputTransform):
         return supports(model.net)
+    if isinstance(model, PIGNet):
+        return model.body.activation in ("tanh", "sin")
     return (
         isinstance(model, Net)
         and isinstance(model.body, MLP | ModifiedMLP)
@@ -276,6 +278,13 @@ def jet_forward(net: Net, x: Tensor, plan: Plan) -> Tensor:
     the planned derivatives with respect to the raw coordinates."""
     if isinstance(net, OutputTransform):
         return transform_jet(net, jet_forward(net.net, x, plan), x, plan)
+    if isinstance(net, PIGNet):  # the Gaussians' derivatives in closed form, then the MLP
+        emb, norm = net.embedding, net.norm
+        h = emb.jet(norm(x.detach()), norm.scale, plan.axes, plan.pairs)
+        for layer in net.body.layers[:-1]:
+            h = _dense(h, layer.weight, layer.bias, net.body.activation, plan)
+        out = net.body.layers[-1]
+        return _dense(h, out.weight, out.bias, "linear", plan)
     xn, scale = net.norm(x.detach()), net.norm.scale
     body, act = net.body, net.body.activation
     h = None

@@ -32,6 +32,16 @@ def _run(problem, budget, seed=0, dtype=torch.float64, **overrides):
     return monitor, predictor
 
 
+def test_conditions_the_trial_satisfies_leave_the_loss(burgers):
+    hard = build_method("pinn", **SMALL).trainer(burgers)
+    soft = build_method("pinn", **SMALL, hard_constraints=False).trainer(burgers)
+    assert hard.terms == ["pde"] and len(hard.batch) == 1
+    assert soft.terms == ["pde", "ic", "bc"] and len(soft.batch) == 3
+    # a transform that fixes only the initial condition keeps the boundary term
+    ic_only = build_method("pinn", **SMALL, output_transform={"u": "t * u - sin(pi * x)"})
+    assert ic_only.trainer(burgers).terms == ["pde", "bc"]
+
+
 def test_error_falls_on_burgers(burgers):
     budget = Budget(steps=500, eval_every=50)
     mon, pred = _run(burgers, budget, adam_steps=250)
@@ -40,9 +50,9 @@ def test_error_falls_on_burgers(burgers):
     assert errors[-1] < 0.5 * errors[0]
     assert errors[-1] < 0.35, errors  # observed 0.26 (0.88 at step 1): Adam, then L-BFGS
     assert mon.evals > mon.step  # L-BFGS line-search evaluations are counted
-    row = mon.curve[-1]
-    assert {"loss", "loss_pde", "loss_ic", "loss_bc"} <= set(row)
-    assert math.isclose(row["loss"], row["loss_pde"] + row["loss_ic"] + row["loss_bc"])
+    row = mon.curve[-1]  # the trial function satisfies ic and bc: only the PDE is a loss term
+    assert {"loss", "loss_pde"} <= set(row) and not {"loss_ic", "loss_bc"} & set(row)
+    assert math.isclose(row["loss"], row["loss_pde"])
     # the harness scores residuals through the predictor's Fields
     f = pred.fields(burgers.sample_interior(64))
     assert burgers.residual(f).shape == (64, 1)
@@ -271,9 +281,10 @@ def test_compiled_loss_matches_the_eager_one(burgers):
 
 
 def test_budget_caps_the_points_per_loss_term(burgers):
-    tr = build_method("pinn", **SMALL).trainer(burgers, Budget(steps=10, points=64))
+    soft = dict(SMALL, hard_constraints=False)  # all three terms stay in the loss
+    tr = build_method("pinn", **soft).trainer(burgers, Budget(steps=10, points=64))
     assert [len(b) for b in tr.batch] == [64, 64, 64]
-    tr = build_method("pinn", **SMALL).trainer(burgers, Budget(steps=10))
+    tr = build_method("pinn", **soft).trainer(burgers, Budget(steps=10))
     assert [len(b) for b in tr.batch] == [1000, 100, 100]
     with pytest.raises(ConfigError, match=r"budget\.points"):
         Budget(steps=10, points=0)

@@ -76,8 +76,9 @@ def test_hard_constraints_option_uses_the_trial_function():
     p = build_problem("burgers")
     tr = build_method("pinn", width=8, depth=2, hard_constraints=True).trainer(p, Budget(points=64))
     assert isinstance(tr.net, OutputTransform) and tr.fields.taylor
-    losses = tr.losses()
-    assert losses[1] < 1e-24 and losses[2] < 1e-24  # ic, bc: exact
+    assert tr.terms == ["pde"]  # ic and bc hold exactly, so they are no loss terms
+    soft = build_method("pinn", width=8, depth=2, hard_constraints=False).trainer(p)
+    assert soft.terms == ["pde", "ic", "bc"] and min(soft.losses()[1:]) > 1e-6
     # an explicit output_transform field overrides the problem's
     tr = build_method("pinn", hard_constraints=True, output_transform={"u": "0 * u"}).trainer(p)
     assert tr.predictor(p.sample_interior(3).numpy()) == pytest.approx(0.0)
