@@ -155,6 +155,9 @@ class Method(ABC):
 
     name: str = ""
     needs: ClassVar[frozenset[str]] = frozenset({"residual"})
+    smoke: ClassVar[dict[str, Any]] = {}
+    """Hyper-parameter overrides for the CI smoke grid (`bench-check`) only, e.g. a smaller
+    model so that every cell runs in seconds; empty for most methods."""
 
     def __init__(self) -> None:
         self.device = torch.device("cpu")

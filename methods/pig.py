@@ -48,6 +48,8 @@ class PIG(PINN):
         **pinn: every other PINN option (optimiser, points, weights, hard constraints...).
     """
 
+    smoke = {"n_gaussians": 48}  # the CI smoke grid: 4 x 48 Gaussians, seconds per cell
+
     def __init__(
         self,
         n_gaussians: int = 800,
