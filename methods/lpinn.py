@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from bench.registry import register_method
 from methods.base import Budget, Method, Predictor, Report
 from methods.nets import ACTIVATIONS, MLP
+from methods.pinn import _bool, _choice
 from methods.train import StepTrainer, adam, train
 from problems.base import Characteristics, ConfigError, Fields, Problem, check_int, check_real
 
@@ -53,18 +54,6 @@ NORMS = ("l2", "mse")
 DIFFUSION = ("paper", "exact")
 LABEL_AXES = ("x0", "t")  # the Fields axes of the Lagrangian form
 OUTPUTS = ("D", "U")  # displacement X - x0, and the state
-
-
-def _choice(key: str, v: Any, options: tuple[str, ...]) -> str:
-    if v not in options:
-        raise ConfigError(f"method.{key} must be one of {list(options)}, got {v!r}")
-    return str(v)
-
-
-def _bool(key: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ConfigError(f"method.{key} must be true or false, got {v!r}")
-    return v
 
 
 class LagrangianNet(nn.Module):
