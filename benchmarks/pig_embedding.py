@@ -5,7 +5,7 @@ collocation point, its mean square, and one backward pass to every parameter. Ba
 
 * `closed` (`derivatives=auto`): the embedding's values and derivatives as matmuls of the one
   Gaussian tensor with per-Gaussian coefficient columns, fused in cache-sized chunks and
-  recomputed in the backward pass (`methods/nets.py`, `GaussianEmbedding`), then jets through
+  recomputed in the backward pass (`methods/gaussians.py`, `GaussianEmbedding`), then jets through
   the MLP.
 * `autograd`: nested autograd through the same forward pass (the paper code's way), with the
   Gaussian tensor stored for the backward pass (chunked and recomputed above `max_elements`).

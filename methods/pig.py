@@ -1,7 +1,7 @@
 """Physics-Informed Gaussians (Kang, Oh, Hong & Park, ICLR 2025; arXiv 2412.05994).
 
 A PINN whose net is a trainable Gaussian feature embedding followed by a very small MLP
-(`methods.nets.PIGNet`): means, per-axis widths and weights of every Gaussian are trained with
+(`methods.gaussians.PIGNet`): means, per-axis widths and weights of every Gaussian are trained with
 the net, on the same residual loss as the PINN. Everything else (points, conditions, hard
 constraints, the Adam/L-BFGS loop, the budget) is the PINN's; only the net and the defaults
 differ. The forward-mode backend (`derivatives: auto`) takes the embedding's derivatives in
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from bench.registry import register_method
-from methods.nets import build_pig_net
+from methods.gaussians import build_pig_net
 from methods.pinn import PINN, _int, _real
 from problems.base import ConfigError, Problem
 

@@ -25,8 +25,9 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from methods.gaussians import PIGNet
 from methods.jets import transform_jet
-from methods.nets import MLP, FourierFeatures, ModifiedMLP, Net, OutputTransform, PIGNet
+from methods.nets import MLP, FourierFeatures, ModifiedMLP, Net, OutputTransform
 from problems.base import ConfigError, Fields
 
 __all__ = [

@@ -11,7 +11,7 @@ import torch
 from bench.monitor import Monitor
 from bench.registry import build_method, build_problem
 from methods.base import Budget
-from methods.nets import build_pig_net
+from methods.gaussians import build_pig_net
 from methods.taylor import Plan, jet_forward
 from problems.base import Box, ConfigError, Fields
 
@@ -59,7 +59,7 @@ def test_closed_form_derivatives_match_autograd():
 
 
 def test_fused_chunked_and_plain_evaluations_agree(monkeypatch):
-    import methods.nets as nets
+    import methods.gaussians as nets
 
     net = _net(n_gaussians=30, channels=2, width=8)
     x = _points(200)
