@@ -406,14 +406,6 @@ class Trainer(StepTrainer):
     def adam_step(self) -> dict[str, float]:
         """One Adam step at lr * decay_rate**(step / decay_steps)."""
         m = self.method
-        lr = m.lr * m.decay_rate ** (self.adam_steps / m.decay_steps)
-        for group in self.adam.param_groups:
-            group["lr"] = lr
-        losses = self.losses()
-        total = self.total(losses)
-        self.adam.zero_grad(set_to_none=True)
-        total.backward()
-        self.adam.step()
-        self.adam_steps += 1
-        self.evals += 1
-        return self.scalars(total, losses)
+        return self.adam_update(
+            m.lr * m.decay_rate ** (self.adam_steps / m.decay_steps), self.losses()
+        )

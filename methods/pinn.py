@@ -412,19 +412,10 @@ class Trainer(StepTrainer):
         k = self.adam_steps
         if m.resample_every and k > 0 and k % m.resample_every == 0:
             self.batch = self.sample(adaptive=True)
-        lr = m.lr * m.decay_rate ** (k / m.decay_steps)
-        for group in self.adam.param_groups:
-            group["lr"] = lr
         losses = self.losses()
         if m.lra and len(self.terms) > 1 and k % m.lra_every == 0:
             self._anneal(losses)
-        total = self.total(losses)
-        self.adam.zero_grad(set_to_none=True)
-        total.backward()
-        self.adam.step()
-        self.adam_steps += 1
-        self.evals += 1
-        return self.scalars(total, losses)
+        return self.adam_update(m.lr * m.decay_rate ** (k / m.decay_steps), losses)
 
     def _anneal(self, losses: list[Tensor]) -> None:
         """Learning-rate annealing, as in Wang, Teng & Perdikaris's code: with g_r the largest

@@ -43,6 +43,8 @@ class StepTrainer(ABC):
     dtype: torch.dtype = torch.float64
     lbfgs_history: int = 50
     lbfgs_max_eval: int = 25
+    adam: torch.optim.Adam  # set by trainers that train with Adam
+    adam_steps: int = 0
 
     def __init__(self) -> None:
         self.lbfgs: torch.optim.LBFGS | None = None
@@ -64,6 +66,19 @@ class StepTrainer(ABC):
 
     def adam_step(self) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__} does not train with Adam")
+
+    def adam_update(self, lr: float, losses: list[Tensor]) -> dict[str, float]:
+        """One update of `self.adam` at learning rate `lr` on the total of `losses`; counts the
+        step and the evaluation and returns the scalars to report."""
+        for group in self.adam.param_groups:
+            group["lr"] = lr
+        total = self.total(losses)
+        self.adam.zero_grad(set_to_none=True)
+        total.backward()
+        self.adam.step()
+        self.adam_steps += 1
+        self.evals += 1
+        return self.scalars(total, losses)
 
     def new_loss(self) -> None:
         """The loss changed (fresh points): forget L-BFGS's curvature pairs and cached values."""
