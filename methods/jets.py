@@ -24,13 +24,39 @@ if TYPE_CHECKING:
 __all__ = ["JET_FUNCTIONS", "Jet", "transform_jet"]
 
 
+def _is(v: object, c: float) -> bool:
+    """True when `v` is the plain number `c` (not a tensor): a known constant entry."""
+    return not isinstance(v, Tensor) and v == c
+
+
+def _add(a: object, b: object) -> object:
+    if _is(a, 0):
+        return b
+    return a if _is(b, 0) else a + b
+
+
+def _mul(a: object, b: object) -> object:
+    """a * b, skipping the work when either is the number 0 or 1 (coordinates' jets are full
+    of them: d x / d x = 1, d x / d t = 0, no curvature)."""
+    if _is(a, 0) or _is(b, 0):
+        return 0.0
+    if _is(a, 1):
+        return b
+    return a if _is(b, 1) else a * b
+
+
+def _neg(a: object) -> object:
+    return 0.0 if _is(a, 0) else -a
+
+
 class Jet:
     """A value with its planned first and second derivatives, for evaluating an output
     transform (`methods.nets.OutputTransform`) on the jet of the net it wraps.
 
     `d[i]` is the derivative along `plan.axes[i]`, `dd[p]` along `plan.pairs[p]`. Entries may
-    be tensors `[N]` or plain numbers (0 and 1 for a coordinate). Arithmetic follows the chain
-    and product rules to second order; transforms are elementwise, so this is exact.
+    be tensors `[N]` or plain numbers (0 and 1 for a coordinate); products and sums with the
+    numbers 0 and 1 are skipped, so a coordinate's jet costs nothing. Arithmetic follows the
+    chain and product rules to second order; transforms are elementwise, so this is exact.
     """
 
     __slots__ = ("v", "d", "dd", "plan")
@@ -45,26 +71,28 @@ class Jet:
 
     def unary(self, g: object, g1: object, g2: object) -> Jet:
         """f(self) given f, f' and f'' at self.v."""
-        d = [g1 * a for a in self.d]
+        d = [_mul(g1, a) for a in self.d]
         dd = [
-            g1 * self.dd[p] + g2 * self.d[i] * self.d[j]
+            _add(_mul(g1, self.dd[p]), _mul(g2, _mul(self.d[i], self.d[j])))
             for p, (i, j) in enumerate(self.plan.pair_firsts)
         ]
         return Jet(g, d, dd, self.plan)
 
     def __add__(self, other: object) -> Jet:
-        o = self._lift(other)
+        if not isinstance(other, Jet):  # a constant shifts the value only
+            return Jet(_add(self.v, other), self.d, self.dd, self.plan)
+        o = other
         return Jet(
-            self.v + o.v,
-            [a + b for a, b in zip(self.d, o.d)],
-            [a + b for a, b in zip(self.dd, o.dd)],
+            _add(self.v, o.v),
+            [_add(a, b) for a, b in zip(self.d, o.d)],
+            [_add(a, b) for a, b in zip(self.dd, o.dd)],
             self.plan,
         )
 
     __radd__ = __add__
 
     def __neg__(self) -> Jet:
-        return Jet(-self.v, [-a for a in self.d], [-a for a in self.dd], self.plan)
+        return Jet(_neg(self.v), [_neg(a) for a in self.d], [_neg(a) for a in self.dd], self.plan)
 
     def __pos__(self) -> Jet:
         return self
@@ -78,14 +106,18 @@ class Jet:
     def __mul__(self, other: object) -> Jet:
         if not isinstance(other, Jet):  # a constant
             c = other
-            return Jet(self.v * c, [a * c for a in self.d], [a * c for a in self.dd], self.plan)
+            d = [_mul(a, c) for a in self.d]
+            return Jet(_mul(self.v, c), d, [_mul(a, c) for a in self.dd], self.plan)
         u, w = self, other
-        d = [a * w.v + u.v * b for a, b in zip(u.d, w.d)]
+        d = [_add(_mul(a, w.v), _mul(u.v, b)) for a, b in zip(u.d, w.d)]
         dd = [
-            u.dd[p] * w.v + u.d[i] * w.d[j] + u.d[j] * w.d[i] + u.v * w.dd[p]
+            _add(
+                _add(_mul(u.dd[p], w.v), _mul(u.v, w.dd[p])),
+                _add(_mul(u.d[i], w.d[j]), _mul(u.d[j], w.d[i])),
+            )
             for p, (i, j) in enumerate(self.plan.pair_firsts)
         ]
-        return Jet(u.v * w.v, d, dd, self.plan)
+        return Jet(_mul(u.v, w.v), d, dd, self.plan)
 
     __rmul__ = __mul__
 
@@ -102,6 +134,8 @@ class Jet:
     def __pow__(self, p: object) -> Jet:
         if isinstance(p, Jet):
             raise ConfigError("output_transform: a power with a field or axis in the exponent")
+        if p == 2:  # the common square: one product, not pow calls
+            return self * self
         return self.unary(self.v**p, p * self.v ** (p - 1), p * (p - 1) * self.v ** (p - 2))
 
     def __rpow__(self, c: object) -> Jet:  # c ** jet = exp(jet log c), c > 0

@@ -26,6 +26,7 @@ __all__ = [
     "Net",
     "Normalize",
     "OutputTransform",
+    "SpectralConv",
     "build_net",
 ]
 
@@ -265,7 +266,7 @@ class OutputTransform(nn.Module):
         consts = {k: float(v) for k, v in (params or {}).items()}
         self.consts = consts
         allowed = set(TRANSFORM_FUNCTIONS) | set(consts) | set(self.axes) | set(self.names)
-        self.codes: dict[int, object] = {}
+        self.codes: dict[int, tuple[Callable[..., object], tuple[str, ...]]] = {}
         for field, expr in exprs.items():
             key = f"method.output_transform.{field}"
             if field not in self.names:
@@ -278,7 +279,14 @@ class OutputTransform(nn.Module):
                     f"{list(self.axes)}, the fields {list(self.names)}, the problem's parameters "
                     f"{sorted(consts)} and {sorted(TRANSFORM_FUNCTIONS)}"
                 )
-            self.codes[self.names.index(field)] = code
+            # one plain function per expression (arguments: the names it uses), so that
+            # torch.compile traces it like any code, instead of breaking its graph at eval
+            args = tuple(sorted(set(code.co_names)))
+            fn = eval(  # noqa: S307 (our own lambda around the checked expression)
+                compile(f"lambda {', '.join(args)}: ({expr.strip()})", key, "eval"),
+                {"__builtins__": {}},
+            )
+            self.codes[self.names.index(field)] = (fn, args)
 
     def evaluate(
         self,
@@ -290,10 +298,14 @@ class OutputTransform(nn.Module):
         None for a field that passes through. The values may be tensors or jets
         (`methods/taylor.py`), with `functions` that accept them."""
         scope = {**functions, **self.consts, **coords, **raw}
-        return [
-            eval(self.codes[j], {"__builtins__": {}}, scope) if j in self.codes else None  # noqa: S307
-            for j in range(len(self.names))
-        ]
+        out: list[object | None] = []
+        for j in range(len(self.names)):
+            if j in self.codes:
+                fn, args = self.codes[j]
+                out.append(fn(*(scope[a] for a in args)))
+            else:
+                out.append(None)
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         raw = self.net(x)
@@ -320,3 +332,49 @@ def compile_transform(key: str, expr: object):  # noqa: ANN201 (a code object)
         return compile(expr.strip(), key, "eval")
     except SyntaxError as e:
         raise ConfigError(f"{key}: {expr!r} is not a valid expression ({e.msg})") from None
+
+
+class SpectralConv(nn.Module):
+    """Fourier layer of Li et al. (2021): keep the lowest `modes` Fourier modes per axis, mix
+    their channels with learned complex weights, zero the rest, transform back.
+
+    1-D: weights `[in, out, m]` on the `rfft` modes `0..m-1`. 2-D: `rfft2` over the last two
+    axes; the kept modes are the corners `kx in [0, m) and [-m, 0)` times `ky in [0, m)` (one
+    weight tensor each), as in the FNO and DyMixOp codes. Weights are stored as real tensors
+    with a trailing (re, im) axis, so `.to(dtype)` and optimisers treat them like any other
+    parameter; they start uniform in `[0, 1/(in*out))` per component (FNO's initialisation).
+    The grid must hold the modes: `m <= n // 2 + 1` on the last axis and `2m <= n` on the
+    first axis in 2-D (`max_modes` gives the bound).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, modes: int, dim: int) -> None:
+        super().__init__()
+        if dim not in (1, 2):
+            raise ValueError(f"SpectralConv supports 1-D and 2-D grids, got dim={dim}")
+        self.in_ch, self.out_ch, self.modes, self.dim = in_ch, out_ch, modes, dim
+        scale = 1.0 / (in_ch * out_ch)
+        shape = (in_ch, out_ch) + (modes,) * dim + (2,)
+        self.weights = nn.ParameterList(
+            nn.Parameter(scale * torch.rand(shape)) for _ in range(1 if dim == 1 else 2)
+        )
+
+    @staticmethod
+    def max_modes(grid: Sequence[int]) -> int:
+        """The most modes a grid of shape `grid` holds without the 2-D corners overlapping."""
+        if len(grid) == 1:
+            return grid[0] // 2 + 1
+        return min(grid[0] // 2, grid[1] // 2 + 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        m = self.modes
+        w = [torch.view_as_complex(p) for p in self.weights]
+        if self.dim == 1:
+            x_ft = torch.fft.rfft(x)
+            out = torch.einsum("bix,iox->box", x_ft[..., :m], w[0])
+            return torch.fft.irfft(out, n=x.shape[-1])
+        nx, ny = x.shape[-2:]
+        x_ft = torch.fft.rfft2(x)
+        out = x_ft.new_zeros(x.shape[0], self.out_ch, nx, ny // 2 + 1)
+        out[..., :m, :m] = torch.einsum("bixy,ioxy->boxy", x_ft[..., :m, :m], w[0])
+        out[..., nx - m :, :m] = torch.einsum("bixy,ioxy->boxy", x_ft[..., nx - m :, :m], w[1])
+        return torch.fft.irfft2(out, s=(nx, ny))

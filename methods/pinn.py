@@ -309,6 +309,7 @@ class Trainer(StepTrainer):
             requested,
             laplacian_dims=m.sdgd_dims,
             generator=self.sdgd_gen,
+            plain=m.compile,
         )
         self._compiled = None
         if m.compile:
