@@ -6,7 +6,8 @@ problem, metric, baseline, tolerance). A metric regresses when value > baseline 
 tolerance); all gated metrics are lower-is-better. A status other than ok, a compatible cell
 without a baseline, or a baseline whose cell did not run all fail the gate (exit 1).
 `--update` rewrites the baselines from the current results, deliberately (the worst seed's
-value of rel_l2 and residual_rms; an existing row keeps its tolerance).
+value of rel_l2, rel_l2_one_step (operator learners) and residual_rms; an existing row keeps
+its tolerance).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from rich.text import Text
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = REPO / "results" / "baselines" / "smoke.csv"
-LOWER_IS_BETTER = ("rel_l2", "residual_rms", "max_abs_err", "rmse")  # rel_l2/<field> too
-UPDATED = ("rel_l2", "residual_rms")
+LOWER_IS_BETTER = ("rel_l2", "rel_l2_one_step", "residual_rms", "max_abs_err", "rmse")
+UPDATED = ("rel_l2", "rel_l2_one_step", "residual_rms")  # rel_l2/<field> can be gated too
 TOLERANCE = 0.5
 COLUMNS = ["method", "problem", "metric", "baseline", "tolerance"]
 Cell = tuple[str, str]  # (method, problem)

@@ -88,6 +88,44 @@ class RunProgress:
                 self.log(f"{self.title}: {info}  ({pct:.0f}% of budget, {monitor.seconds:.0f} s)")
 
 
+class DataProgress:
+    """Progress of operator-data generation (`progress(done, total)` callbacks): a bar on a
+    terminal, a line every `line_every_s` seconds otherwise."""
+
+    def __init__(self, title: str, mode: str, line_every_s: float = 10.0) -> None:
+        self.title, self.mode, self.line_every_s = title, mode, line_every_s
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.mode == "bar":
+            if self._progress is None:
+                self._progress = Progress(
+                    TextColumn("{task.description}", markup=False),
+                    BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(),
+                    TimeRemainingColumn(),
+                    console=console,
+                )
+                self._progress.start()
+                self._task = self._progress.add_task(self.title, total=total)
+            self._progress.update(self._task, completed=done, total=total)
+            if done >= total:
+                self.close()
+        elif self.mode == "lines":
+            now = time.monotonic()
+            if now - self._last >= self.line_every_s or done >= total:
+                self._last = now
+                console.log(escape(f"{self.title}: {done}/{total}"))
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
 def summary_table(record: Mapping[str, Any]) -> Table:
     """The end-of-run summary: status, stop reason and every final metric."""
     r = record

@@ -76,3 +76,49 @@ def plot_curve(curve: pd.DataFrame, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_rollout_error(growth: pd.DataFrame, path: Path) -> Path:
+    """Operator learners: mean rel_l2 (± one std over samples) at each rollout frame, and the
+    one-step error at the same frames."""
+    fig, a = plt.subplots(figsize=(6.5, 3.8))
+    t, m, s = growth["time"], growth["rel_l2_mean"], growth["rel_l2_std"]
+    a.semilogy(t, m, "-o", ms=3, label="rollout")
+    a.fill_between(t, np.maximum(m - s, m * 1e-3), m + s, alpha=0.2)
+    a.semilogy(t, growth["one_step_mean"], "--", label="one step")
+    a.set_xlabel("time")
+    a.set_ylabel("rel_l2")
+    a.grid(True, which="both", alpha=0.3)
+    a.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_operator_sample(
+    pred: np.ndarray, ref: np.ndarray, times: np.ndarray, grid: Sequence[np.ndarray], path: Path
+) -> Path:
+    """One test trajectory (first channel): reference, prediction and |error|; space-time maps
+    for 1-D data, the last frame for 2-D data."""
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    if len(grid) == 1:
+        panels = [ref[:, 0], pred[:, 0], np.abs(pred[:, 0] - ref[:, 0])]
+        extent = (grid[0][0], grid[0][-1], times[0], times[-1])
+        labels = ("x", "t")
+    else:
+        panels = [ref[-1, 0], pred[-1, 0], np.abs(pred[-1, 0] - ref[-1, 0])]
+        extent = (grid[1][0], grid[1][-1], grid[0][0], grid[0][-1])
+        labels = ("y", "x")
+    for c, (a, vals, title) in enumerate(zip(ax, panels, ("reference", "prediction", "|error|"))):
+        m = a.imshow(
+            vals, origin="lower", aspect="auto", extent=extent, cmap="magma" if c == 2 else "RdBu_r"
+        )
+        a.set_xlabel(labels[0])
+        a.set_ylabel(labels[1])
+        a.set_title(title + ("" if len(grid) == 1 else f" at t = {times[-1]:.3g}"))
+        fig.colorbar(m, ax=a)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -17,6 +17,15 @@ def rel_l2(pred: np.ndarray, ref: np.ndarray) -> float:
     return float(num / den) if den > 0 else float(num)
 
 
+def per_sample_rel_l2(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Relative L2 error of each sample (first axis) `[n]`, pooled over all other axes; the
+    absolute error where a reference sample is zero."""
+    n = len(ref)
+    num = np.linalg.norm((pred - ref).reshape(n, -1), axis=1)
+    den = np.linalg.norm(ref.reshape(n, -1), axis=1)
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), num)
+
+
 def rel_l2_per_field(pred: np.ndarray, ref: np.ndarray, names: Sequence[str]) -> dict[str, float]:
     """Relative L2 error of each field (column) separately."""
     return {n: rel_l2(pred[:, j], ref[:, j]) for j, n in enumerate(names)}

@@ -2,7 +2,8 @@
 
 `Monitor` is what `Method.fit` receives as `report`. It keeps the training clock (paused while
 the harness evaluates, so evaluation never eats a method's budget), counts steps and function
-evaluations, evaluates the latest predictor on the reference every `eval_every` steps, records
+evaluations, evaluates the latest predictor on the reference (or the operator test
+split) every `eval_every` steps, records
 one curve row per evaluation, and tells the method to stop when a cap is hit or the loss is no
 longer finite. Observers (progress display, MLflow) get every curve row as it is written.
 """
@@ -23,18 +24,38 @@ from problems.base import Reference
 Row = dict[str, float]
 
 
+def reference_score(reference: Reference) -> Callable[[Predictor], float]:
+    """rel_l2 of a pointwise predictor on `reference` (gauge fields aligned)."""
+
+    def score(predictor: Predictor) -> float:
+        pred = np.asarray(predictor(reference.points), dtype=np.float64)
+        if not np.all(np.isfinite(pred)):
+            return float("nan")
+        return metrics.rel_l2(reference.align(pred), reference.values)
+
+    return score
+
+
 class Monitor:
-    """Implements the `Report` protocol of `methods.base` for one run."""
+    """Implements the `Report` protocol of `methods.base` for one run.
+
+    `target` is the reference of a pointwise problem, or any function that scores a predictor
+    (operator learners: `bench.operator_eval.OperatorScorer.curve_score`).
+    """
 
     def __init__(
         self,
         budget: Budget,
-        reference: Reference,
+        target: Reference | Callable[[Predictor], float],
         observers: list[Callable[[Row], Any]] | None = None,
         ticker: Callable[[Monitor], Any] | None = None,
     ) -> None:
         self.budget = budget
-        self.reference = reference
+        self.score = (
+            target
+            if callable(target) and not isinstance(target, Reference)
+            else (reference_score(target))
+        )
         self.observers = list(observers or [])
         self.ticker = ticker  # called after every step (progress display)
         self.step = 0
@@ -123,12 +144,7 @@ class Monitor:
         row: Row = {"step": self.step, "seconds": self.seconds, "evals": self.evals}
         row.update(self.scalars)
         if self.predictor is not None:
-            pred = np.asarray(self.predictor(self.reference.points), dtype=np.float64)
-            row["rel_l2"] = (
-                metrics.rel_l2(self.reference.align(pred), self.reference.values)
-                if np.all(np.isfinite(pred))
-                else float("nan")
-            )
+            row["rel_l2"] = self.score(self.predictor)
         self.eval_seconds += time.perf_counter() - t
         self._last_eval_step = self.step
         self.curve.append(row)

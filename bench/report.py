@@ -32,6 +32,14 @@ from bench.tracking import PARENT_TAG, REPO, resolve_uri
 KEYS = ["problem", "method", "budget", "variant"]
 VARIANT_PARAMS = ("method.", "problem.")  # params whose differences make a separate entry
 TROUBLE = ["diverged", "failed", "killed"]  # statuses counted, never averaged
+# Cost columns shown (as medians over seeds) when some run has them: operator learners' data
+# cost, inference cost and speed-up over the classical solver at matched error.
+EXTRA = {
+    "n_params": "params",
+    "data_seconds": "data [s]",
+    "inference_seconds_per_sample": "inference [s/sample]",
+    "speedup_at_matched_error": "speed-up at matched error",
+}
 
 
 # -- pure table building ------------------------------------------------------------------------
@@ -49,6 +57,7 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         row["budget"] = tags.get("budget", "?")
         row |= {"run_id": info["run_id"], "start_time": info.get("start_time") or 0}
         row |= {"rel_l2": mets.get("rel_l2", np.nan), "train_seconds": mets.get("train_seconds")}
+        row |= {k: mets.get(k, np.nan) for k in EXTRA}
         row["is_parent"] = tags.get(PARENT_TAG) == "true"
         row |= {f"tags.{k}": v for k, v in tags.items()}
         params = r["data"].get("params", {})
@@ -57,7 +66,7 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         rows.append(row)
     base = ["run_id", "start_time", "is_parent", *KEYS, "seed", "status", "rel_l2", "train_seconds"]
     df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=base)
-    for col in ("rel_l2", "train_seconds", "seed"):
+    for col in ("rel_l2", "train_seconds", "seed", *EXTRA):
         df[col] = pd.to_numeric(df.get(col), errors="coerce")
     return df
 
@@ -99,7 +108,7 @@ def leaderboard(df: pd.DataFrame, statuses: Sequence[str] = ("ok",)) -> pd.DataF
     runs whose status is in `statuses`, their seed count, and counts of troubled runs.
     Sorted by problem, then budget, then median rel_l2 (best first)."""
     cols = [*KEYS, "rel_l2_median", "rel_l2_min", "rel_l2_max", "train_seconds_median", "n_seeds"]
-    cols += [f"n_{s}" for s in TROUBLE]
+    cols += [f"n_{s}" for s in TROUBLE] + list(EXTRA)
     if df.empty:
         return pd.DataFrame(columns=cols)
     good = df[df["status"].isin(statuses)]
@@ -109,6 +118,7 @@ def leaderboard(df: pd.DataFrame, statuses: Sequence[str] = ("ok",)) -> pd.DataF
         rel_l2_max=("rel_l2", "max"),
         train_seconds_median=("train_seconds", "median"),
         n_seeds=("seed", "nunique"),
+        **{k: (k, "median") for k in EXTRA if k in good},
     )
     counts = pd.crosstab([df[k] for k in KEYS], df["status"]).reindex(columns=TROUBLE, fill_value=0)
     counts.columns = [f"n_{s}" for s in TROUBLE]
@@ -116,6 +126,9 @@ def leaderboard(df: pd.DataFrame, statuses: Sequence[str] = ("ok",)) -> pd.DataF
     table = agg.join(counts, how="outer").reset_index()
     ints = ["n_seeds", *counts.columns]
     table[ints] = table[ints].fillna(0).astype(int)
+    for k in EXTRA:
+        if k not in table:
+            table[k] = np.nan
     return table.sort_values(["problem", "budget", "rel_l2_median"], na_position="last")[cols]
 
 
@@ -131,6 +144,8 @@ def display_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     header = ["problem", "method", *(["budget"] if multi_budget else [])]
     header += ["rel_l2 median", "rel_l2 min–max over seeds", "train [s] median", "seeds"]
     header += trouble
+    extra = [k for k in EXTRA if k in table and table[k].notna().any()]
+    header += [EXTRA[k] for k in extra]
     rows = []
     for r in table.itertuples(index=False):
         method = (
@@ -141,12 +156,25 @@ def display_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         secs = "—" if pd.isna(r.train_seconds_median) else f"{r.train_seconds_median:.1f}"
         row += [_sci(r.rel_l2_median), spread, secs, str(r.n_seeds)]
         row += [str(getattr(r, f"n_{s}")) for s in trouble]
+        row += [_extra(k, getattr(r, k)) for k in extra]
         rows.append(row)
     return header, rows
 
 
+def _extra(key: str, v: float) -> str:
+    if pd.isna(v):
+        return "—"
+    if key == "n_params":
+        return f"{int(v):,}"
+    return f"{v:.3g}" if key == "speedup_at_matched_error" else _sci(v)
+
+
 def _numeric(header: str) -> bool:
-    return header.startswith(("rel", "train", "seeds")) or header in TROUBLE
+    return (
+        header.startswith(("rel", "train", "seeds"))
+        or header in TROUBLE
+        or header in EXTRA.values()
+    )
 
 
 def to_markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -26,13 +26,19 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from bench import metrics
 from bench.console import RunProgress, console
 from bench.monitor import Monitor
+from bench.operator_eval import (
+    OperatorScorer,
+    prepare_operator_data,
+    speedup,
+    write_operator_outputs,
+)
 from bench.registry import CONF_DIR, build_method, build_problem
 from bench.tracking import Tracker, git_info
 from methods.base import Budget, Method, Predictor
 from problems.base import ConfigError, Problem
 
 EXIT = {"ok": 0, "diverged": 0, "not_applicable": 0, "failed": 1, "killed": 130}
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "auto": None}
 
 
 def pick_device(name: str) -> torch.device:
@@ -66,7 +72,7 @@ def validate(
         raise ConfigError(f"progress must be auto, bar, lines or off, got {cfg.get('progress')!r}")
     budget_cfg = OmegaConf.to_container(cfg.budget, resolve=True)
     budget = Budget.from_dict(dict(budget_cfg), name=budget_name)
-    return pick_device(str(cfg.device)), DTYPES[cfg.dtype], budget
+    return pick_device(str(cfg.device)), DTYPES[cfg.dtype], budget  # type: ignore[return-value]
 
 
 def seed_everything(seed: int) -> None:
@@ -203,6 +209,8 @@ def execute(
     problem: Problem | None = None
     method: Method | None = None
     pred: np.ndarray | None = None
+    scorer: OperatorScorer | None = None
+    growth: dict[str, np.ndarray] | None = None
     try:
         device, dtype, budget = validate(cfg, budget_name)
         record["device"] = str(device)
@@ -211,6 +219,8 @@ def execute(
         seed_everything(int(cfg.seed))
         problem = build_problem(problem_name, **_section(cfg, "problem"))
         method = build_method(method_name, **_section(cfg, "method"))
+        dtype = dtype or method.default_dtype  # auto: the method's own precision
+        record["dtype"] = str(dtype).removeprefix("torch.")
         method.device, method.dtype, method.seed = device, dtype, int(cfg.seed)
         reason = method.applicable(problem)
         if reason:
@@ -225,7 +235,7 @@ def execute(
             "budget": budget_name,
             "seed": str(cfg.seed),
             "device": str(device),
-            "dtype": str(cfg.dtype),
+            "dtype": record["dtype"],
             "torch_version": torch.__version__,
             "cuda_version": str(torch.version.cuda),
             "run_dir": str(out_dir),
@@ -236,13 +246,18 @@ def execute(
         if tracker.error:
             console.print(f"tracking off: {tracker.error}; results stay in {out_dir}", markup=False)
 
-        reference = problem.reference()
         title = f"{method_name} × {problem_name} (seed {cfg.seed}, {budget_name})"
         mode = RunProgress.pick_mode(str(cfg.progress), multirun)
+        if "operator_data" in method.needs:
+            scorer, data_metrics = prepare_operator_data(problem, budget_name, mode)
+            target: Any = scorer.curve_score
+        else:
+            reference = problem.reference()
+            target = reference
         with RunProgress(title, mode) as progress:
             monitor = Monitor(
                 budget,
-                reference,
+                target,
                 observers=[progress.on_eval, lambda row: _log_row(tracker, row)],
                 ticker=progress.on_step,
             )
@@ -257,9 +272,14 @@ def execute(
             train_seconds = monitor.seconds
             monitor.predictor = predictor
             monitor.finish()
-        final, pred = score(
-            problem, predictor, int(cfg.eval.residual_points), int(cfg.seed), device
-        )
+        if scorer is not None:
+            final, pred, growth = scorer.score(predictor)
+            final.update(data_metrics)
+            final.update(speedup(problem, scorer, final))
+        else:
+            final, pred = score(
+                problem, predictor, int(cfg.eval.residual_points), int(cfg.seed), device
+            )
         final.update(
             train_seconds=train_seconds,
             steps=monitor.step,
@@ -270,7 +290,8 @@ def execute(
         )
         if device.type == "cuda":
             final["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        final.update(problem.invariants(reference.points, pred))
+        if scorer is None:
+            final.update(problem.invariants(reference.points, pred))
         record["metrics"] = final
         record["stop_reason"] = monitor.stop_reason
         if monitor.diverged:
@@ -289,7 +310,12 @@ def execute(
     finally:
         if record["status"] != "not_applicable":
             figures = bool(cfg.get("eval", {}).get("figures", True))
-            paths = write_outputs(out_dir, record, monitor, problem, pred, figures)
+            if scorer is not None:
+                paths = write_operator_outputs(
+                    out_dir, record, monitor, scorer, pred, growth, figures
+                )
+            else:
+                paths = write_outputs(out_dir, record, monitor, problem, pred, figures)
             tracker.log_metrics(record["metrics"], step=record["metrics"].get("steps", 0) or 0)
             tracker.set_tags({"status": record["status"], "stop_reason": record["stop_reason"]})
             tracker.log_artifacts(paths + [out_dir / ".hydra"])

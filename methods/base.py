@@ -19,7 +19,15 @@ from torch import Tensor
 
 from problems.base import ConfigError, Fields, Problem
 
-__all__ = ["Budget", "ConfigError", "Method", "Predictor", "Report", "TorchPredictor"]
+__all__ = [
+    "Budget",
+    "ConfigError",
+    "Method",
+    "OperatorPredictor",
+    "Predictor",
+    "Report",
+    "TorchPredictor",
+]
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,23 @@ class Predictor(ABC):
         return 0
 
 
+class OperatorPredictor(Predictor):
+    """What an operator learner returns: it advances trajectories (see `problems/operator.py`
+    for the data layout). The harness scores it: one-step error (true frames in the window),
+    full-rollout error (its own frames), error over rollout time, inference seconds.
+
+    `rollout(window, inputs, steps)`: from `window` `[n, H, c_out, *grid]`, the last `H` known
+    frames (H = the problem's `context`; a method may use fewer of them) and `inputs`
+    `[n, c_in, *grid]`, the next `steps` frames `[n, steps, c_out, *grid]` (numpy, float64).
+    """
+
+    @abstractmethod
+    def rollout(self, window: np.ndarray, inputs: np.ndarray, steps: int) -> np.ndarray: ...
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        raise TypeError("an operator predictor advances trajectories: call rollout()")
+
+
 class TorchPredictor(Predictor):
     """A predictor around a torch module mapping `[N, d]` to `[N, k]`."""
 
@@ -155,6 +180,8 @@ class Method(ABC):
 
     name: str = ""
     needs: ClassVar[frozenset[str]] = frozenset({"residual"})
+    default_dtype: ClassVar[torch.dtype] = torch.float64
+    """The precision `dtype=auto` (the default) gives this method."""
     smoke: ClassVar[dict[str, Any]] = {}
     """Hyper-parameter overrides for the CI smoke grid (`bench-check`) only, e.g. a smaller
     model so that every cell runs in seconds; empty for most methods."""

@@ -1,0 +1,281 @@
+"""Harness-owned scoring of operator learners on a problem's test split.
+
+Every operator predictor is given the first `context` frames of each test trajectory (and the
+sample's input channels) and scored on the frames after them:
+
+- `rel_l2`: full rollout, the mean over samples of each sample's relative L2 error over all its
+  predicted frames (its spread: `rel_l2_std`, `rel_l2_p90`);
+- `rel_l2_one_step`: one step from true frames, the mean over samples and start frames;
+- `rel_l2_final_time`: the mean error of the last frame; the error of every rollout frame goes
+  to `rollout_error.csv` (error growth over rollout time);
+- `inference_seconds_per_sample`: the rollout's wall time per trajectory;
+- `speedup_at_matched_error`: the classical solver's cost per sample at the rollout error the
+  method reached (interpolated on the solver's error-against-cost ladder, log-log), divided by
+  the method's inference cost. Above 1 the method is faster at equal accuracy.
+
+Errors are relative L2 (not squared), per sample, pooled over channels and grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from bench.metrics import per_sample_rel_l2
+from methods.base import OperatorPredictor
+from problems.base import OperatorData, Problem, cache_dir
+
+__all__ = ["OperatorScorer", "classical_curve", "matched_cost", "per_sample_rel_l2"]
+
+CURVE_SAMPLES = 16  # test trajectories scored for the training curve (all of them at the end)
+
+
+def _frame_errors(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """`[n, T]` relative L2 error of each sample at each frame."""
+    n, T = ref.shape[:2]
+    return per_sample_rel_l2(pred.reshape(n * T, -1), ref.reshape(n * T, -1)).reshape(n, T)
+
+
+class OperatorScorer:
+    """Scores operator predictors on `test` (`problem.operator_data("test", scale)`)."""
+
+    def __init__(self, problem: Problem, test: OperatorData) -> None:
+        self.problem = problem
+        self.test = test
+        self.context = int(getattr(problem, "context", 1))
+        self.steps = test.outputs.shape[1] - self.context
+
+    def rollout(
+        self, predictor: OperatorPredictor, idx: slice = slice(None)
+    ) -> tuple[np.ndarray, float]:
+        """The predicted frames `[n, steps, c, *grid]` of test samples `idx`, and seconds."""
+        window = self.test.outputs[idx, : self.context].astype(np.float64)
+        inputs = self.test.inputs[idx].astype(np.float64)
+        t0 = time.perf_counter()
+        pred = np.asarray(predictor.rollout(window, inputs, self.steps), dtype=np.float64)
+        seconds = time.perf_counter() - t0
+        want = (len(window), self.steps, *self.test.outputs.shape[2:])
+        if pred.shape != want:
+            raise ValueError(f"rollout returned shape {pred.shape}, expected {want}")
+        return pred, seconds
+
+    def curve_score(self, predictor: OperatorPredictor) -> float:
+        """Rollout rel_l2 on the first test samples, for the training curve."""
+        pred, _ = self.rollout(predictor, slice(0, CURVE_SAMPLES))
+        ref = self.test.outputs[:CURVE_SAMPLES, self.context :]
+        if not np.all(np.isfinite(pred)):
+            return float("nan")
+        return float(per_sample_rel_l2(pred, ref).mean())
+
+    def one_step(self, predictor: OperatorPredictor) -> np.ndarray:
+        """`[n, steps]` errors of one step from the true frames before each predicted frame."""
+        out = self.test.outputs.astype(np.float64)
+        errs = []
+        for k in range(self.context, out.shape[1]):
+            window = out[:, k - self.context : k]
+            pred = np.asarray(predictor.rollout(window, self.test.inputs, 1), dtype=np.float64)
+            errs.append(per_sample_rel_l2(pred[:, 0], out[:, k]))
+        return np.stack(errs, axis=1)
+
+    def score(self, predictor: OperatorPredictor) -> tuple[dict[str, float], np.ndarray, Any]:
+        """Final metrics, the predicted frames and the per-frame error table."""
+        pred, seconds = self.rollout(predictor)
+        ref = self.test.outputs[:, self.context :].astype(np.float64)
+        n = len(ref)
+        out: dict[str, float] = {
+            "inference_seconds": seconds,
+            "inference_seconds_per_sample": seconds / n,
+            "test_samples": float(n),
+            "rollout_steps": float(self.steps),
+        }
+        if not np.all(np.isfinite(pred)):
+            out["rel_l2"] = float("nan")
+            return out, pred, None
+        per_sample = per_sample_rel_l2(pred, ref)
+        frames = _frame_errors(pred, ref)  # [n, steps]
+        one = self.one_step(predictor)
+        out.update(
+            rel_l2=float(per_sample.mean()),
+            rel_l2_std=float(per_sample.std()),
+            rel_l2_median=float(np.median(per_sample)),
+            rel_l2_p90=float(np.quantile(per_sample, 0.9)),
+            rel_l2_one_step=float(one.mean()),
+            rel_l2_one_step_std=float(one.mean(axis=1).std()),
+            rel_l2_final_time=float(frames[:, -1].mean()),
+            max_abs_err=float(np.abs(pred - ref).max()),
+            rmse=float(np.sqrt(np.mean((pred - ref) ** 2))),
+        )
+        times = self.test.times[self.context :]
+        growth = {
+            "frame": np.arange(1, self.steps + 1),
+            "time": times,
+            "rel_l2_mean": frames.mean(axis=0),
+            "rel_l2_std": frames.std(axis=0),
+            "one_step_mean": one.mean(axis=0),
+        }
+        return out, pred, growth
+
+
+# -- the classical solver's error against cost -------------------------------------------------
+def classical_curve(problem: Problem, test: OperatorData, max_samples: int = 16) -> list[dict]:
+    """Rollout error and seconds per sample of the problem's solver at each rung of its
+    `classical_ladder()`, on the first `max_samples` test trajectories, from the last context
+    frame. Cached on disk by the test data's key and the ladder."""
+    ladder = list(problem.classical_ladder())
+    context = int(getattr(problem, "context", 1))
+    blob = json.dumps(
+        {"data": test.meta.get("key"), "ladder": ladder, "n": max_samples, "ctx": context},
+        sort_keys=True,
+        default=str,
+    )
+    path = (
+        cache_dir()
+        / f"classical-{problem.name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
+    )
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            pass  # a damaged file: measure again
+    n = min(max_samples, len(test.outputs))
+    ref = test.outputs[:n, context:].astype(np.float64)
+    start = test.outputs[:n, context - 1].astype(np.float64)
+    times = test.times[context - 1 :] - test.times[context - 1]
+    rows = []
+    for res in ladder:
+        t0 = time.perf_counter()
+        pred = np.asarray(problem.solve(start, test.inputs[:n], times, dict(res)))
+        seconds = (time.perf_counter() - t0) / n
+        err = per_sample_rel_l2(pred, ref)
+        rows.append({"resolution": res, "rel_l2": float(err.mean()), "seconds_per_sample": seconds})
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(rows, default=str))
+    os.replace(tmp, path)
+    return rows
+
+
+def matched_cost(curve: Sequence[dict], error: float) -> float | None:
+    """The classical cost per sample at `error`: log-log interpolation between the cheapest
+    rung at or below `error` and the next cheaper rung above it; the cheapest rung's cost when
+    every rung is at least that accurate; None when no rung reaches `error`."""
+    pts = sorted(
+        (r["seconds_per_sample"], r["rel_l2"])
+        for r in curve
+        if math.isfinite(r["rel_l2"]) and r["seconds_per_sample"] > 0
+    )
+    if not pts or not math.isfinite(error):
+        return None
+    good = [i for i, (_, e) in enumerate(pts) if e <= error]
+    if not good:
+        return None
+    j = good[0]
+    if j == 0:
+        return pts[0][0]
+    (s_hi, e_hi), (s_lo, e_lo) = pts[j - 1], pts[j]  # cheaper and worse, dearer and better
+    if e_lo <= 0 or e_hi <= e_lo or error <= 0:
+        return s_lo
+    w = (math.log(e_hi) - math.log(error)) / (math.log(e_hi) - math.log(e_lo))
+    return float(math.exp(math.log(s_hi) + w * (math.log(s_lo) - math.log(s_hi))))
+
+
+# -- the run's side -----------------------------------------------------------------------------
+def prepare_operator_data(
+    problem: Problem, budget_name: str, mode: str
+) -> tuple[OperatorScorer, dict[str, float]]:
+    """Every split at the budget's scale, generated (with a progress display) or loaded before
+    training starts, so generation never counts as training time; the scorer on the test split,
+    and the data metrics (`data_seconds`: the generation time of all splits, also when they
+    came from the cache: the data's cost is part of every operator method's cost)."""
+    from bench.console import DataProgress
+    from problems.operator import SPLITS, data_scale
+
+    scale = data_scale(budget_name)
+    seconds, cached, test = 0.0, True, None
+    for split in SPLITS:
+        progress = DataProgress(f"{problem.name}: generating the {split} split ({scale})", mode)
+        try:
+            data = problem.operator_data(split, scale, progress)
+        finally:
+            progress.close()
+        seconds += float(data.meta.get("seconds", 0.0))
+        cached = cached and bool(data.meta.get("cached", False))
+        if split == "test":
+            test = data
+    assert test is not None
+    metrics = {"data_seconds": seconds, "data_cached": float(cached)}
+    return OperatorScorer(problem, test), metrics
+
+
+def speedup(problem: Problem, scorer: OperatorScorer, final: dict[str, float]) -> dict[str, float]:
+    """`speedup_at_matched_error` and the classical cost it is measured against (empty when the
+    problem has no classical solver or the error is not finite)."""
+    if "solve" not in problem.capabilities or not math.isfinite(final.get("rel_l2", math.nan)):
+        return {}
+    curve = classical_curve(problem, scorer.test)
+    cost = matched_cost(curve, final["rel_l2"])
+    per_sample = final.get("inference_seconds_per_sample", 0.0)
+    if cost is None or per_sample <= 0:
+        return {}
+    return {
+        "classical_seconds_at_matched_error": cost,
+        "speedup_at_matched_error": cost / per_sample,
+    }
+
+
+def write_operator_outputs(
+    out_dir: Any,
+    record: dict[str, Any],
+    monitor: Any,
+    scorer: OperatorScorer,
+    pred: np.ndarray | None,
+    growth: dict[str, np.ndarray] | None,
+    figures: bool,
+) -> list[Any]:
+    """The operator run's artifacts (first test samples' predictions, the error over rollout
+    time, their figures), then the common ones via `bench.run.write_outputs`."""
+    import pandas as pd
+
+    from bench.run import write_outputs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    test, ctx = scorer.test, scorer.context
+    if pred is not None:
+        k = min(CURVE_SAMPLES, len(pred))
+        arrays = {
+            "prediction": pred[:k].astype(np.float32),
+            "reference": test.outputs[:k, ctx:],
+            "context": test.outputs[:k, :ctx],
+            "times": test.times,
+        }
+        arrays.update({f"grid{i:02d}": g for i, g in enumerate(test.grid)})
+        np.savez_compressed(out_dir / "predictions.npz", **arrays)
+        paths.append(out_dir / "predictions.npz")
+    if growth is not None:
+        table = pd.DataFrame(growth)
+        table.to_csv(out_dir / "rollout_error.csv", index=False)
+        paths.append(out_dir / "rollout_error.csv")
+    if figures and pred is not None and growth is not None:
+        try:
+            from bench import figures as figs
+
+            paths.append(figs.plot_rollout_error(table, out_dir / "rollout_error.png"))
+            paths.append(
+                figs.plot_operator_sample(
+                    pred[0],
+                    test.outputs[0, ctx:],
+                    test.times[ctx:],
+                    test.grid,
+                    out_dir / "sample.png",
+                )
+            )
+        except Exception as e:  # a figure must never cost a run its numbers
+            record["message"] = (record.get("message", "") + f" (figures failed: {e})").strip()
+    return paths + write_outputs(out_dir, record, monitor, None, None, figures)

@@ -1,0 +1,238 @@
+"""Operator data: trajectories that a problem's own solver generates, cached on disk.
+
+A problem with the `operator_data` capability mixes in `OperatorMixin` and implements
+`generate(split, n, seed, progress)`. `operator_data(split, scale)` then returns the split at
+the size its YAML names for that scale (`data: {smoke: {train, val, test}, standard: ...}`),
+generated once and cached under `results/cache/` by a hash of everything that determines it
+(problem parameters, split, size, seed, `data_version`). A cached file carries a checksum of its
+arrays; a corrupted or partial file is detected, reported and regenerated, never used.
+
+Layout (DESIGN.md): `inputs` `[n, c_in, *grid]` holds the initial state in its first `c_out`
+channels, then any parameters broadcast as channels; `outputs` `[n, T, c_out, *grid]` is the
+trajectory at `times`, with `outputs[:, 0]` the initial state. Predictors are given the first
+`context` frames of each trajectory and predict the rest (`context` is the problem's, so every
+method predicts the same frames).
+
+A problem that has only operator data (no single-instance residual task) subclasses
+`OperatorProblem`; residual-based methods are then `not_applicable` to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from problems.base import Condition, ConfigError, OperatorData, Problem, Reference, cache_dir
+
+__all__ = [
+    "SCALES",
+    "SPLITS",
+    "OperatorMixin",
+    "OperatorProblem",
+    "Progress",
+    "check_sizes",
+    "data_scale",
+]
+
+log = logging.getLogger(__name__)
+
+SCALES = ("smoke", "standard", "paper")
+SPLITS = ("train", "val", "test")
+SPLIT_SEED = {"train": 0, "val": 1, "test": 2}  # independent draws: test never depends on train
+
+Progress = Callable[[int, int], None]  # progress(done, total) while generating
+
+
+def data_scale(budget_name: str) -> str:
+    """The data size for a budget: its own name for the presets, `standard` for custom ones."""
+    return budget_name if budget_name in SCALES else "standard"
+
+
+def check_sizes(data: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """The `data:` table of a problem YAML, validated: sizes per scale and split."""
+    out: dict[str, dict[str, int]] = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"data must map scales {list(SCALES)} to split sizes, got {data!r}")
+    for scale in SCALES:
+        sizes = data.get(scale)
+        if not isinstance(sizes, Mapping) or set(sizes) != set(SPLITS):
+            raise ConfigError(
+                f"data.{scale} must give sizes for exactly {list(SPLITS)}, got {sizes!r}"
+            )
+        for split, n in sizes.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ConfigError(f"data.{scale}.{split} must be a positive integer, got {n!r}")
+        out[scale] = {s: int(sizes[s]) for s in SPLITS}
+    unknown = sorted(set(data) - set(SCALES))
+    if unknown:
+        raise ConfigError(f"data: unknown scale(s) {unknown}; the scales are {list(SCALES)}")
+    return out
+
+
+def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+class OperatorMixin:
+    """The `operator_data` capability (see the module doc).
+
+    Subclasses set `data_keys` (the params the data depends on), `context` and `data_version`,
+    and implement `generate`. `params` must hold `data` (the sizes table) and `data_seed`.
+    """
+
+    name: str
+    params: dict[str, Any]
+    context: int = 1  # frames of each trajectory given to predictors
+    data_version: int = 1  # bump when the generator changes: old caches are then ignored
+    data_keys: tuple[str, ...] = ()
+
+    def generate(
+        self, split: str, n: int, seed: int, progress: Progress | None = None
+    ) -> OperatorData:
+        """`n` fresh samples drawn with `seed` (float64 is fine; stored as float32)."""
+        raise NotImplementedError
+
+    # The classical solver as a competitor (the `solve` capability), where a problem has one:
+    #
+    #   def solve(self, start, inputs, times, resolution) -> np.ndarray
+    #
+    # from states `start` `[n, c_out, *grid]` (on the data grid) at `times[0]`, the states at
+    # `times[1:]`, `[n, len(times) - 1, c_out, *grid]` on the data grid, computed at
+    # `resolution` (a dict of problem-specific keys, e.g. {"n": 64, "dt": 0.01}; {} = the
+    # resolution that generated the data). `inputs` are the samples' input channels.
+    #
+    #   def classical_ladder(self) -> list[dict]
+    #
+    # resolutions from fine to coarse, for the error-against-cost curve of the classical solver.
+
+    # -- cached access ----------------------------------------------------------------------
+    def data_sizes(self, scale: str) -> dict[str, int]:
+        if scale not in SCALES:
+            raise ConfigError(f"data scale must be one of {list(SCALES)}, got {scale!r}")
+        return check_sizes(self.params.get("data", {}))[scale]
+
+    def data_key(self, split: str, n: int) -> str:
+        params = {k: self.params[k] for k in self.data_keys}
+        blob = json.dumps(
+            {
+                "name": self.name or type(self).__name__,
+                "v": self.data_version,
+                "split": split,
+                "n": n,
+                "seed": self._split_seed(split),
+                "params": params,  # nested: a param named like a key above must not replace it
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def _split_seed(self, split: str) -> int:
+        return int(self.params.get("data_seed", 0)) * 1000 + SPLIT_SEED[split]
+
+    def operator_data(
+        self, split: str, scale: str = "standard", progress: Progress | None = None
+    ) -> OperatorData:
+        """The `split` (train/val/test) at `scale`'s size: from the cache when a valid copy
+        exists, else generated (with `progress` calls) and cached. `meta["seconds"]` is the
+        generation wall time (also when loaded: the data's cost is part of every run's cost)."""
+        if split not in SPLITS:
+            raise ConfigError(f"split must be one of {list(SPLITS)}, got {split!r}")
+        n = self.data_sizes(scale)[split]
+        key = self.data_key(split, n)
+        path = cache_dir() / f"op-{self.name or type(self).__name__}-{split}-{key}.npz"
+        if path.exists():
+            data = self._load(path)
+            if data is not None:
+                data.meta["cached"] = True
+                return data
+        t0 = time.perf_counter()
+        data = self.generate(split, n, self._split_seed(split), progress)
+        seconds = time.perf_counter() - t0
+        data = _as_float32(data)
+        _validate(data, n, self.context, f"{self.name}.generate({split!r})")
+        data.meta.update(split=split, key=key, seconds=seconds, cached=False, n=n)
+        self._save(path, data)
+        return data
+
+    def _save(self, path: Any, data: OperatorData) -> None:
+        arrays = {"inputs": data.inputs, "outputs": data.outputs, "times": data.times}
+        arrays.update({f"grid{i:02d}": g for i, g in enumerate(data.grid)})
+        meta = {**data.meta, "checksum": _checksum(arrays)}
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, meta=np.array(json.dumps(meta, default=str)), **arrays)
+        os.replace(tmp, path)  # atomic: a reader never sees a half-written file
+
+    def _load(self, path: Any) -> OperatorData | None:
+        """The cached data, or None (with a warning) when the file is unreadable or its
+        checksum does not match its arrays."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                arrays = {k: z[k] for k in z.files if k != "meta"}
+            if meta.get("checksum") != _checksum(arrays):
+                raise ValueError("checksum mismatch")
+            grid = tuple(arrays[k] for k in sorted(arrays) if k.startswith("grid"))
+            return OperatorData(arrays["inputs"], arrays["outputs"], grid, arrays["times"], meta)
+        except Exception as e:  # corrupt, truncated, or from an incompatible writer
+            log.warning("operator data cache %s is unusable (%s); regenerating it", path, e)
+            return None
+
+
+def _as_float32(data: OperatorData) -> OperatorData:
+    return OperatorData(
+        np.ascontiguousarray(data.inputs, dtype=np.float32),
+        np.ascontiguousarray(data.outputs, dtype=np.float32),
+        tuple(np.asarray(g, dtype=np.float64) for g in data.grid),
+        np.asarray(data.times, dtype=np.float64),
+        dict(data.meta),
+    )
+
+
+def _validate(data: OperatorData, n: int, context: int, where: str) -> None:
+    """Shapes agree with the layout, values are finite, the trajectory outlasts the context."""
+    d = len(data.grid)
+    grid = tuple(len(g) for g in data.grid)
+    if data.inputs.shape[0] != n or data.outputs.shape[0] != n:
+        raise ValueError(f"{where}: {n} samples asked, got {data.inputs.shape[0]}")
+    if data.inputs.ndim != 2 + d or data.inputs.shape[2:] != grid:
+        raise ValueError(f"{where}: inputs {data.inputs.shape} do not match the grid {grid}")
+    if data.outputs.ndim != 3 + d or data.outputs.shape[3:] != grid:
+        raise ValueError(f"{where}: outputs {data.outputs.shape} do not match the grid {grid}")
+    if data.outputs.shape[1] != len(data.times) or len(data.times) <= context:
+        raise ValueError(f"{where}: {len(data.times)} times for a context of {context} frames")
+    if not (np.isfinite(data.inputs).all() and np.isfinite(data.outputs).all()):
+        raise ValueError(f"{where}: non-finite values (the solver diverged)")
+
+
+class OperatorProblem(OperatorMixin, Problem):
+    """A problem with operator data only: no single-instance residual task, so methods that
+    need `residual` are `not_applicable` to it."""
+
+    def residual(self, f: Any) -> Any:
+        raise NotImplementedError(f"{self.name} has operator data only, no residual task")
+
+    def conditions(self) -> list[Condition]:
+        return []
+
+    def _compute_reference(self) -> Reference:
+        raise NotImplementedError(f"{self.name} has operator data only; see operator_data()")
+
+    @property
+    def capabilities(self) -> set[str]:
+        caps = {"operator_data"}
+        if callable(getattr(self, "solve", None)):
+            caps.add("solve")
+        return caps
