@@ -4,11 +4,16 @@ One step is what `pinn` does per Adam iteration: forward pass with the residual'
 residual and condition losses, one backward pass, one Adam update. Configurations:
 
 * `deepxde`: DeepXDE's Burgers example (2540 domain + 80 boundary + 160 initial points,
-  3 hidden layers of 20 tanh units, Adam). DeepXDE 1.15 takes about 31 ms/step on a 2-core CPU.
+  3 hidden layers of 20 tanh units, Adam, soft constraints). DeepXDE 1.15 takes about 31 ms/step
+  on a 2-core CPU.
+* `deepxde_trial`: the same with our default hard constraints (the trial function satisfies
+  the initial and boundary conditions, so only the 2540 residual points are computed).
 * `large`: 8192 domain + 256 boundary + 256 initial points, 4 hidden layers of 64 units.
 
     .venv/bin/python benchmarks/step_time.py                 # all, default threads and 1 thread
     .venv/bin/python benchmarks/step_time.py --configs deepxde --threads 1 --plain
+    .venv/bin/python benchmarks/step_time.py --configs deepxde --backends taylor compiled \
+        --dtypes float32 --warmup 30     # torch.compile: the warm-up absorbs the compilation
 
 Each cell is measured in `--rounds` fresh processes (`--warmup` steps, then `--repeat / rounds`
 timed steps each) and shows the median over all timed steps and, in parentheses, the smallest
@@ -35,12 +40,20 @@ import torch
 from bench.registry import build_method, build_problem
 
 CONFIGS = {
-    "deepxde": dict(
+    "deepxde": dict(  # as DeepXDE runs it: soft constraints, three loss terms
         width=20,
         depth=3,
         n_collocation=2540,
         n_points={"bc": 80, "ic": 160},
+        hard_constraints=False,
         label="3x20/2780",
+    ),
+    "deepxde_trial": dict(  # the same net and points with our default trial function
+        width=20,
+        depth=3,
+        n_collocation=2540,
+        n_points={"bc": 80, "ic": 160},
+        label="3x20/2540 trial",
     ),
     "large": dict(
         width=64,

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from bench.registry import register_method
 from methods.base import Budget, Method, Predictor, Report, TorchPredictor
 from methods.nets import ACTIVATIONS, NETS, OutputTransform, build_net, compile_transform
-from methods.taylor import BACKENDS, FieldsBuilder, probe
+from methods.taylor import BACKENDS, FieldsBuilder, probe, supports_plain
 from methods.train import StepTrainer, adam, train
 from problems.base import ConfigError, Fields, Problem
 
@@ -58,7 +58,8 @@ def _choice(key: str, v: Any, options: tuple[str, ...]) -> str:
 
 def _bool(key: str, v: Any) -> bool:
     if not isinstance(v, bool):
-        raise ConfigError(f"method.{key} must be true or false, got {v!r}")
+        also = " or auto" if key == "compile" else ""
+        raise ConfigError(f"method.{key} must be true or false{also}, got {v!r}")
     return v
 
 
@@ -111,8 +112,12 @@ class PINN(Method):
         sdgd_variant: 1: the full residual, detached, times the gradient of the sampled one
             (unbiased); 2: two independent samples for the value and the gradient (unbiased,
             cheap); 3: the sampled residual squared (biased, cheapest; the paper's Sec. 5.1).
-        compile: compile the loss (jet forward pass, residuals) with `torch.compile`; needs the
-            forward-mode backend. Compilation time is charged to the run's training time.
+        compile: compile the loss (jet forward pass, trial function, residuals) with
+            `torch.compile`, which fuses its elementwise work: ~1.5x faster steps on a CPU.
+            `true` needs the forward-mode backend; `auto` compiles where that backend and an
+            MLP allow it and the budget is long enough for the compilation (seconds of it,
+            charged to training time) to pay off (>= 2000 steps and >= 60 s); a compilation
+            that fails falls back to the eager loss with a warning.
     """
 
     needs = frozenset({"residual"})
@@ -149,7 +154,7 @@ class PINN(Method):
         output_transform: Mapping[str, str] | None = None,
         sdgd_dims: int = 0,
         sdgd_variant: int = 2,
-        compile: bool = False,
+        compile: bool | str = "auto",
     ) -> None:
         super().__init__()
         self.net = _choice("net", net, NETS)
@@ -195,8 +200,8 @@ class PINN(Method):
                 "method.sdgd_dims > 0 makes the loss stochastic, which L-BFGS cannot use: "
                 "set method.lbfgs=false (and train with Adam for the whole budget)"
             )
-        self.compile = _bool("compile", compile)
-        if self.compile and (self.derivatives == "autograd" or self.sdgd_dims):
+        self.compile = compile if compile == "auto" else _bool("compile", compile)
+        if self.compile is True and (self.derivatives == "autograd" or self.sdgd_dims):
             raise ConfigError(
                 "method.compile needs the forward-mode derivative backend (torch.compile cannot "
                 "differentiate twice): set method.derivatives=auto or taylor, and sdgd_dims=0"
@@ -226,7 +231,8 @@ class PINN(Method):
     def trainer(self, problem: Problem, budget: Budget | None = None) -> Trainer:
         """The net, points, loss and optimiser state of a run on `problem` (seeded); at most
         `budget.points` points per loss term."""
-        return Trainer(self, problem, None if budget is None else budget.points)
+        long_run = budget is not None and budget.steps >= 2000 and (budget.seconds or 0) >= 60
+        return Trainer(self, problem, None if budget is None else budget.points, long_run)
 
     def fit(self, problem: Problem, budget: Budget, report: Report) -> Predictor:
         return train(self.trainer(problem, budget), self.adam_steps, self.lbfgs, budget, report)
@@ -239,7 +245,13 @@ class Trainer(StepTrainer):
     scalars for `report`; `evals` counts loss-and-gradient evaluations.
     """
 
-    def __init__(self, method: PINN, problem: Problem, max_points: int | None = None) -> None:
+    def __init__(
+        self,
+        method: PINN,
+        problem: Problem,
+        max_points: int | None = None,
+        long_run: bool = False,
+    ) -> None:
         super().__init__()
         m = self.method = method
         self.problem = problem
@@ -296,6 +308,13 @@ class Trainer(StepTrainer):
         self.predictor = TorchPredictor(self.net, tuple(problem.axes), tuple(problem.fields))
         self.batch = self.sample()
         backend = "autograd" if m.sdgd_dims else m.derivatives
+        compile_ = m.compile is True or (
+            m.compile == "auto"
+            and long_run
+            and backend != "autograd"
+            and supports_plain(self.net)
+            and not m.lra  # LRA differentiates the loss terms separately: eager is simpler
+        )
         if backend == "autograd":  # no plan to make: skip the probe (costly in high dimension)
             requested: list[set] = [set() for _ in self.residuals]
         else:
@@ -309,19 +328,33 @@ class Trainer(StepTrainer):
             requested,
             laplacian_dims=m.sdgd_dims,
             generator=self.sdgd_gen,
-            plain=m.compile,
+            plain=compile_,
         )
         self._compiled = None
-        if m.compile:
-            if not self.fields.taylor:
+        self.params = list(self.net.parameters())
+        if compile_ and not self.fields.taylor:
+            if m.compile is True:
                 raise ConfigError(
                     "method.compile needs the forward-mode backend, which this net or problem "
                     "does not support (derivatives above order two)"
                 )
-            self._compiled = torch.compile(self._losses, dynamic=False)
-        self.params = list(self.net.parameters())
+        elif compile_:
+            self._compiled = self._compile()
         self.adam = adam(self.params, m.lr)
         self.adam_steps = 0
+
+    def _compile(self) -> Callable[[list[Tensor]], list[Tensor]] | None:
+        """The compiled loss, compiled now (forward and backward, on the training points), or
+        None with a warning when compilation fails (no C++ compiler, an unsupported op)."""
+        compiled = torch.compile(self._losses, dynamic=False)
+        try:
+            total = sum(compiled(self.batch))
+            torch.autograd.grad(total, self.params)
+        except Exception as e:  # the eager loss is the same loss, only slower
+            log.warning("torch.compile of the loss failed (%s: %s); training eagerly",
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")  # fmt: skip
+            return None
+        return compiled
 
     def _drop_satisfied(self) -> None:
         """Conditions that the trial function satisfies identically leave the loss: computing

@@ -297,3 +297,26 @@ def test_budget_caps_the_points_per_loss_term(burgers):
     assert [len(b) for b in tr.batch] == [1000, 100, 100]
     with pytest.raises(ConfigError, match=r"budget\.points"):
         Budget(steps=10, points=0)
+
+
+def test_compile_auto_only_where_it_pays_off(burgers, monkeypatch, caplog):
+    """`compile: auto` compiles for long budgets on the forward-mode MLP path, and falls back
+    to the eager loss, with a warning, when compilation fails."""
+    kw = dict(SMALL, n_collocation=64)
+    long, short = Budget(steps=5000, seconds=170), Budget(steps=200, seconds=60)
+    assert build_method("pinn", **kw).trainer(burgers, long)._compiled is not None
+    assert build_method("pinn", **kw).trainer(burgers, short)._compiled is None
+    auto = build_method("pinn", **kw, derivatives="autograd").trainer(burgers, long)
+    assert auto._compiled is None
+
+    def broken(fn, **_):
+        def run(*a, **k):
+            raise RuntimeError("no C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with caplog.at_level("WARNING"):
+        tr = build_method("pinn", **kw).trainer(burgers, long)
+    assert tr._compiled is None and "training eagerly" in caplog.text
+    tr.adam_step()  # the eager loss still trains
