@@ -242,12 +242,7 @@ class DyMixOp(OperatorMethod):
         grid: tuple[int, ...],
         data: OperatorData,
     ) -> nn.Module:
-        most = SpectralConv.max_modes(grid)
-        if self.global_modes > most:
-            raise ConfigError(
-                f"method.global_modes={self.global_modes} exceeds the {most} modes a {grid} "
-                f"grid holds: set method.global_modes <= {most}"
-            )
+        SpectralConv.check_modes("method.global_modes", self.global_modes, grid)
         coeff = structure_change(data.outputs) if self.gate == "paper" else 1.0
         return DyMixOpNet(
             in_channels,

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from bench.registry import register_method
 from methods.nets import SpectralConv
 from methods.operator import OperatorMethod
-from problems.base import ConfigError, OperatorData, check_int
+from problems.base import OperatorData, check_int
 
 __all__ = ["FNO", "FNONet"]
 
@@ -105,12 +105,7 @@ class FNO(OperatorMethod):
         grid: tuple[int, ...],
         data: OperatorData,
     ) -> nn.Module:
-        most = SpectralConv.max_modes(grid)
-        if self.modes > most:
-            raise ConfigError(
-                f"method.modes={self.modes} exceeds the {most} modes a {grid} grid holds: "
-                f"set method.modes <= {most}"
-            )
+        SpectralConv.check_modes("method.modes", self.modes, grid)
         return FNONet(
             in_channels, out_channels, dim, self.width, self.modes, self.layers, self.proj
         )

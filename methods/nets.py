@@ -365,6 +365,16 @@ class SpectralConv(nn.Module):
             return grid[0] // 2 + 1
         return min(grid[0] // 2, grid[1] // 2 + 1)
 
+    @staticmethod
+    def check_modes(key: str, modes: int, grid: Sequence[int]) -> None:
+        """A ConfigError naming `key` when `modes` exceeds what `grid` holds."""
+        most = SpectralConv.max_modes(grid)
+        if modes > most:
+            raise ConfigError(
+                f"{key}={modes} exceeds the {most} modes a {tuple(grid)} grid holds: "
+                f"set {key} <= {most}"
+            )
+
     def forward(self, x: Tensor) -> Tensor:
         m = self.modes
         w = [torch.view_as_complex(p) for p in self.weights]
