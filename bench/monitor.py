@@ -97,7 +97,9 @@ class Monitor:
         if predictor is not None:
             self.predictor = predictor
         self.scalars = {k: float(v) for k, v in scalars.items()}
-        if any(not math.isfinite(v) for v in self.scalars.values()):
+        # a non-finite loss is a divergence; a method's other scalars (a validation score of a
+        # rollout that blew up) are logged as they are
+        if any(not math.isfinite(v) for k, v in self.scalars.items() if k.startswith("loss")):
             self.diverged = True
             self.stop_reason = "diverged"
             self.evaluate()

@@ -131,3 +131,13 @@ def test_bad_config_fails_before_training(tmp_path, user_method, override, key):
     assert rec["message"].startswith("config error") and key in rec["message"]
     assert "steps" not in rec["metrics"]  # nothing was trained
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_only_a_non_finite_loss_is_a_divergence():
+    """A validation score of a rollout that blew up is logged as it is; the run goes on."""
+    from bench.monitor import Monitor
+    from methods.base import Budget
+
+    mon = Monitor(Budget(steps=10, eval_every=5), lambda predictor: 0.5)
+    assert mon(1, loss=1.0, val_rel_l2=float("inf")) is False and not mon.diverged
+    assert mon(2, loss=float("nan")) is True and mon.diverged and mon.stop_reason == "diverged"
