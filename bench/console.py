@@ -75,9 +75,9 @@ class RunProgress:
         self._rel_l2 = row.get("rel_l2", self._rel_l2)
 
     def on_step(self, monitor: Any) -> None:
-        loss = monitor.scalars.get("loss", float("nan"))
+        loss = monitor.scalars.get("loss")  # absent for a method that learns nothing
         err = "-" if self._rel_l2 != self._rel_l2 else f"{self._rel_l2:.3e}"  # nan: not yet
-        info = f"step {monitor.step}  loss {loss:.3e}  rel_l2 {err}"
+        info = f"step {monitor.step}  loss {'-' if loss is None else f'{loss:.3e}'}  rel_l2 {err}"
         if self._progress is not None:
             self._progress.update(self._task, completed=monitor.fraction_used(), info=info)
         elif self.mode == "lines":
