@@ -60,4 +60,34 @@ def task(cfg: DictConfig) -> int:
     return code
 
 
-main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)
+_hydra_main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)
+
+
+def sweep_safe(args: list[str]) -> list[str]:
+    """In a multirun, Hydra applies the overrides that do not sweep before any `+method=` or
+    `+problem=` choice exists, so `bench -m +method=fno,dymixop method.lr=0.01` would fail with
+    "Key 'method' is not in struct". Such an override becomes a one-value sweep
+    (`method.lr=choice(0.01)`), which Hydra applies inside every job, as the user meant."""
+    if not any(a in ("-m", "--multirun") for a in args):
+        return args
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    for a in args:
+        key, sep, value = a.partition("=")
+        if sep and key.split(".")[0] in ("method", "problem") and "." in key:
+            try:
+                sweep = parser.parse_override(a).is_sweep_override()
+            except Exception:  # let Hydra report a malformed override itself
+                sweep = True
+            if not sweep:
+                a = f"{key}=choice({value})"
+        out.append(a)
+    return out
+
+
+def main() -> None:
+    """The console script: `bench [overrides]` (see the module doc)."""
+    sys.argv = [sys.argv[0], *sweep_safe(sys.argv[1:])]
+    _hydra_main()

@@ -164,3 +164,25 @@ def test_ctrl_c_during_a_store_write_is_raised_after_it():
         assert tracker._guard("a write", lambda: "written") == "written"  # nothing pending
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_multirun_method_overrides_become_one_value_sweeps():
+    """`bench -m +method=a,b method.lr=0.01` must apply lr in every job: Hydra applies a
+    non-swept override before the method group exists, so the CLI makes it a sweep."""
+    from bench.cli import sweep_safe
+
+    args = ["-m", "+method=fno,dymixop", "method.lr=0.01", "method.modes=8,12", "seed=0,1"]
+    args += ["problem.nu=0.02", "+problem=ks", "method.resolution={n: 64}", "budget=smoke"]
+    assert sweep_safe(args) == [
+        "-m",
+        "+method=fno,dymixop",
+        "method.lr=choice(0.01)",
+        "method.modes=8,12",
+        "seed=0,1",
+        "problem.nu=choice(0.02)",
+        "+problem=ks",
+        "method.resolution=choice({n: 64})",
+        "budget=smoke",
+    ]
+    single = ["+method=pinn", "+problem=burgers", "method.lr=0.01"]
+    assert sweep_safe(single) == single  # a single run composes the group first: unchanged
