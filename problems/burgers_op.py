@@ -168,7 +168,7 @@ class BurgersOp(OperatorProblem):
         return -self.nu * k * k
 
     def generate(
-        self, split: str, n: int, seed: int, progress: Progress | None = None
+        self, split: str, n: int, seed: int, progress: Progress | None = None, scale: str = ""
     ) -> OperatorData:
         u0 = self.initial_states(n, seed)
         k = wavenumbers(self.n, self.length)

@@ -124,7 +124,7 @@ class KuramotoSivashinsky(OperatorProblem):
         return u - u.mean(axis=1, keepdims=True)
 
     def generate(
-        self, split: str, n: int, seed: int, progress: Progress | None = None
+        self, split: str, n: int, seed: int, progress: Progress | None = None, scale: str = ""
     ) -> OperatorData:
         u0 = self.initial_states(n, seed)
         lin = self.symbol(wavenumbers(self.n, self.length))

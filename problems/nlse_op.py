@@ -208,7 +208,7 @@ class NLSEOperator(OperatorProblem):
 
     # -- operator data ----------------------------------------------------------------------
     def generate(
-        self, split: str, n: int, seed: int, progress: Progress | None = None
+        self, split: str, n: int, seed: int, progress: Progress | None = None, scale: str = ""
     ) -> OperatorData:
         p = self.params
         x = grid(self.nx, self.length, self.lo)

@@ -23,8 +23,6 @@ on fresh points (`divergence_rms`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import numbers
 from collections.abc import Callable
@@ -267,7 +265,6 @@ class NSVorticity(OperatorMixin, VorticityFlow):
         check_sizes(self.params["data"])
         for scale in ("standard", "smoke"):
             self._settings(scale)  # validates both
-        self._scale = "standard"
 
     def _settings(self, scale: str) -> dict[str, Any]:
         """The trajectory settings (s, t_final, frames, dt, scheme) of a data scale."""
@@ -286,24 +283,18 @@ class NSVorticity(OperatorMixin, VorticityFlow):
         return out
 
     # -- operator data ------------------------------------------------------------------------
-    def operator_data(
-        self, split: str, scale: str = "standard", progress: Progress | None = None
-    ) -> OperatorData:
-        self._scale = scale  # generate() and data_key() use this scale's trajectory settings
-        return super().operator_data(split, scale, progress)
-
-    def data_key(self, split: str, n: int) -> str:
-        settings = json.dumps(self._settings(self._scale), sort_keys=True)
-        return hashlib.sha256((super().data_key(split, n) + settings).encode()).hexdigest()[:16]
+    def data_settings(self, scale: str) -> dict[str, Any]:
+        """The smoke scale has its own grid and horizon (`op_smoke`); part of the cache key."""
+        return self._settings(scale)
 
     def draw_initial(self, n: int, s: int, seed: int) -> Tensor:
         """`n` initial vorticities `[n, s, s]` from the FNO Gaussian random field."""
         return sp.grf(n, s, seed=seed)
 
     def generate(
-        self, split: str, n: int, seed: int, progress: Progress | None = None
+        self, split: str, n: int, seed: int, progress: Progress | None = None, scale: str = ""
     ) -> OperatorData:
-        cfg = self._settings(self._scale)
+        cfg = self._settings(scale or "standard")
         s, frames = cfg["s"], cfg["frames"]
         times = np.linspace(0.0, cfg["t_final"], frames + 1)
         w0 = self.draw_initial(n, s, seed).to(torch.float64)

@@ -99,10 +99,16 @@ class OperatorMixin:
     data_keys: tuple[str, ...] = ()
 
     def generate(
-        self, split: str, n: int, seed: int, progress: Progress | None = None
+        self, split: str, n: int, seed: int, progress: Progress | None = None, scale: str = ""
     ) -> OperatorData:
-        """`n` fresh samples drawn with `seed` (float64 is fine; stored as float32)."""
+        """`n` fresh samples drawn with `seed` (float64 is fine; stored as float32), at the
+        settings `data_settings(scale)` names for the scale (most problems have one setting)."""
         raise NotImplementedError
+
+    def data_settings(self, scale: str) -> dict[str, Any]:
+        """Generation settings that differ by scale (e.g. a coarser grid for `smoke`); part of
+        the cache key. None by default: every scale differs only in its sizes."""
+        return {}
 
     # The classical solver as a competitor (the `solve` capability), where a problem has one:
     #
@@ -123,7 +129,7 @@ class OperatorMixin:
             raise ConfigError(f"data scale must be one of {list(SCALES)}, got {scale!r}")
         return check_sizes(self.params.get("data", {}))[scale]
 
-    def data_key(self, split: str, n: int) -> str:
+    def data_key(self, split: str, n: int, scale: str = "standard") -> str:
         params = {k: self.params[k] for k in self.data_keys}
         blob = json.dumps(
             {
@@ -133,6 +139,7 @@ class OperatorMixin:
                 "n": n,
                 "seed": self._split_seed(split),
                 "params": params,  # nested: a param named like a key above must not replace it
+                "settings": self.data_settings(scale),
             },
             sort_keys=True,
             default=str,
@@ -151,7 +158,7 @@ class OperatorMixin:
         if split not in SPLITS:
             raise ConfigError(f"split must be one of {list(SPLITS)}, got {split!r}")
         n = self.data_sizes(scale)[split]
-        key = self.data_key(split, n)
+        key = self.data_key(split, n, scale)
         path = cache_dir() / f"op-{self.name or type(self).__name__}-{split}-{key}.npz"
         if path.exists():
             data = self._load(path)
@@ -159,7 +166,7 @@ class OperatorMixin:
                 data.meta["cached"] = True
                 return data
         t0 = time.perf_counter()
-        data = self.generate(split, n, self._split_seed(split), progress)
+        data = self.generate(split, n, self._split_seed(split), progress, scale=scale)
         seconds = time.perf_counter() - t0
         data = _as_float32(data)
         _validate(data, n, self.context, f"{self.name}.generate({split!r})")

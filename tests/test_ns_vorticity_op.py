@@ -52,10 +52,7 @@ def test_generation_shapes_cache_and_corruption(tmp_path):
     fresh = p.operator_data("train", "smoke")
     assert not fresh.meta["cached"] and np.array_equal(fresh.outputs, d.outputs)
     # the smoke and standard scales differ in their trajectories, so in their keys
-    p._scale = "standard"
-    key_standard = p.data_key("train", 8)
-    p._scale = "smoke"
-    assert p.data_key("train", 8) != key_standard
+    assert p.data_key("train", 8, "smoke") != p.data_key("train", 8, "standard")
 
 
 def test_shell_fields_evolve_exactly_through_the_generation_path(monkeypatch):

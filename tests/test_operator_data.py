@@ -35,7 +35,7 @@ class FakeOp(OperatorProblem):
         self.poison = poison
         self.calls: list[tuple[str, int, int]] = []
 
-    def generate(self, split, n, seed, progress=None):
+    def generate(self, split, n, seed, progress=None, scale=""):
         self.calls.append((split, n, seed))
         rng = np.random.default_rng(seed)
         u0 = rng.normal(size=(n, 1, self.params["n"]))

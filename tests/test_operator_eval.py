@@ -37,7 +37,7 @@ class Heat(OperatorProblem):
             data={s: {"train": 4, "val": 2, "test": 3} for s in ("smoke", "standard", "paper")}
         )
 
-    def generate(self, split, n, seed, progress=None):
+    def generate(self, split, n, seed, progress=None, scale=""):
         rng = np.random.default_rng(seed)
         u0 = sum(
             rng.normal() * np.sin(2 * math.pi * k * X + rng.uniform(0, 6)) for k in range(1, 9)

@@ -54,7 +54,7 @@ class FakeOperatorProblem(OperatorProblem):
             raise SplitTouched("the trainer asked for the test split")
         return super().operator_data(split, scale, progress)
 
-    def generate(self, split: str, n: int, seed: int, progress=None) -> OperatorData:
+    def generate(self, split: str, n: int, seed: int, progress=None, scale="") -> OperatorData:
         p, d = self.params, self.dim
         rng = np.random.default_rng(seed)
         x = np.linspace(0.0, TWO_PI, p["n"], endpoint=False)
@@ -320,7 +320,7 @@ def test_history_beyond_context_and_3d_data_are_config_errors():
     class Cube(Transport2D):
         name = "fake_cube"
 
-        def generate(self, split, n, seed, progress=None):
+        def generate(self, split, n, seed, progress=None, scale=""):
             d = super().generate(split, n, seed)
             x = d.grid[0]
             return OperatorData(d.inputs[..., None], d.outputs[..., None], (x, x, x[:1]), d.times)
