@@ -1,4 +1,5 @@
-"""Second-order jet arithmetic, for output transforms on the forward-mode backend.
+"""Second-order jet arithmetic, for output transforms on the forward-mode backend, and the
+same jets in plain operations for `torch.compile` (`jet_forward_plain`).
 
 `methods/taylor.py` propagates jets (values, planned first and second derivatives) through the
 nets; an `OutputTransform` then applies an expression to the net's outputs. `Jet` evaluates
@@ -13,15 +14,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from methods.nets import MLP, Net, OutputTransform
 from problems.base import ConfigError
 
 if TYPE_CHECKING:
-    from methods.nets import OutputTransform
     from methods.taylor import Plan
 
-__all__ = ["JET_FUNCTIONS", "Jet", "transform_jet"]
+__all__ = ["JET_FUNCTIONS", "Jet", "jet_forward_plain", "supports_plain", "transform_jet"]
 
 
 def _is(v: object, c: float) -> bool:
@@ -204,3 +205,55 @@ def transform_jet(model: OutputTransform, raw: Tensor, x: Tensor, plan: Plan) ->
             torch.stack([torch.broadcast_to(torch.as_tensor(e).to(raw), shape) for e in entries])
         )
     return torch.stack(rows)
+
+
+# -- the same jets in plain operations, for torch.compile -------------------------------------
+def _plain_act(name: str, z0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """f(z0), f'(z0), f''(z0) in plain operations (for `torch.compile` to fuse)."""
+    if name == "tanh":
+        t = torch.tanh(z0)
+        f1 = 1 - t * t
+        return t, f1, -2 * t * f1
+    s, c = torch.sin(z0), torch.cos(z0)
+    return s, c, -s
+
+
+def supports_plain(net: nn.Module) -> bool:
+    """True when `jet_forward_plain` handles `net`: an MLP (tanh or sin), no features."""
+    if isinstance(net, OutputTransform):
+        return supports_plain(net.net)
+    return (
+        isinstance(net, Net)
+        and isinstance(net.body, MLP)
+        and net.body.activation in ("tanh", "sin")
+        and net.features is None
+    )
+
+
+def jet_forward_plain(net: Net, x: Tensor, plan: Plan) -> Tensor:
+    """The same jet as `jet_forward`, in plain autograd operations on one `[N, width]` tensor
+    per row, for `torch.compile`: it fuses the elementwise work of every layer, forward and
+    backward, which the hand-written layers (`_JetDense`, faster in eager mode) hide from it."""
+    if isinstance(net, OutputTransform):
+        return transform_jet(net, jet_forward_plain(net.net, x, plan), x, plan)
+    xn, scale = net.norm(x.detach()), net.norm.scale
+    layers, act = net.body.layers, net.body.activation
+    W, b = layers[0].weight, layers[0].bias
+    z0 = xn @ W.T + b
+    c = [W[:, a] * scale[a] for a in plan.axes]  # first-derivative rows of z: constants
+    y0, f1, f2 = _plain_act(act, z0)
+    # list comprehensions, not generators: torch.compile's tracer steps through these only
+    rows = [y0] + [f1 * ca for ca in c] + [f2 * (c[i] * c[j]) for i, j in plan.pair_firsts]
+    k = plan.k
+    for layer in layers[1:-1]:
+        W = layer.weight
+        z = [rows[0] @ W.T + layer.bias] + [r @ W.T for r in rows[1:]]
+        y0, f1, f2 = _plain_act(act, z[0])
+        rows = [y0] + [f1 * za for za in z[1 : 1 + k]]
+        rows += [
+            f1 * z[1 + k + p] + f2 * z[1 + i] * z[1 + j]
+            for p, (i, j) in enumerate(plan.pair_firsts)
+        ]
+    W = layers[-1].weight
+    out = [rows[0] @ W.T + layers[-1].bias] + [r @ W.T for r in rows[1:]]
+    return torch.stack(out).permute(2, 0, 1)  # [rows, N, k] -> [k, rows, N]

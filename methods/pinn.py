@@ -21,8 +21,9 @@ from torch import Tensor, nn
 
 from bench.registry import register_method
 from methods.base import Budget, Method, Predictor, Report, TorchPredictor
+from methods.jets import supports_plain
 from methods.nets import ACTIVATIONS, NETS, OutputTransform, build_net, compile_transform
-from methods.taylor import BACKENDS, FieldsBuilder, probe, supports_plain
+from methods.taylor import BACKENDS, FieldsBuilder, probe
 from methods.train import StepTrainer, adam, train
 from problems.base import ConfigError, Fields, Problem
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from methods.gaussians import PIGNet
-from methods.jets import transform_jet
+from methods.jets import jet_forward_plain, supports_plain, transform_jet
 from methods.nets import MLP, FourierFeatures, ModifiedMLP, Net, OutputTransform
 from problems.base import ConfigError, Fields
 
@@ -311,57 +311,6 @@ def jet_forward(net: Net, x: Tensor, plan: Plan) -> Tensor:
             h = v + _mul(dense(layer), gap, plan)
     out = body.layers[-1]
     return _dense(h, out.weight, out.bias, "linear", plan)
-
-
-def _plain_act(name: str, z0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """f(z0), f'(z0), f''(z0) in plain operations (for `torch.compile` to fuse)."""
-    if name == "tanh":
-        t = torch.tanh(z0)
-        f1 = 1 - t * t
-        return t, f1, -2 * t * f1
-    s, c = torch.sin(z0), torch.cos(z0)
-    return s, c, -s
-
-
-def supports_plain(net: nn.Module) -> bool:
-    """True when `jet_forward_plain` handles `net`: an MLP (tanh or sin), no features."""
-    if isinstance(net, OutputTransform):
-        return supports_plain(net.net)
-    return (
-        isinstance(net, Net)
-        and isinstance(net.body, MLP)
-        and net.body.activation in ("tanh", "sin")
-        and net.features is None
-    )
-
-
-def jet_forward_plain(net: Net, x: Tensor, plan: Plan) -> Tensor:
-    """The same jet as `jet_forward`, in plain autograd operations on one `[N, width]` tensor
-    per row, for `torch.compile`: it fuses the elementwise work of every layer, forward and
-    backward, which the hand-written layers (`_JetDense`, faster in eager mode) hide from it."""
-    if isinstance(net, OutputTransform):
-        return transform_jet(net, jet_forward_plain(net.net, x, plan), x, plan)
-    xn, scale = net.norm(x.detach()), net.norm.scale
-    layers, act = net.body.layers, net.body.activation
-    W, b = layers[0].weight, layers[0].bias
-    z0 = xn @ W.T + b
-    c = [W[:, a] * scale[a] for a in plan.axes]  # first-derivative rows of z: constants
-    y0, f1, f2 = _plain_act(act, z0)
-    # list comprehensions, not generators: torch.compile's tracer steps through these only
-    rows = [y0] + [f1 * ca for ca in c] + [f2 * (c[i] * c[j]) for i, j in plan.pair_firsts]
-    k = plan.k
-    for layer in layers[1:-1]:
-        W = layer.weight
-        z = [rows[0] @ W.T + layer.bias] + [r @ W.T for r in rows[1:]]
-        y0, f1, f2 = _plain_act(act, z[0])
-        rows = [y0] + [f1 * za for za in z[1 : 1 + k]]
-        rows += [
-            f1 * z[1 + k + p] + f2 * z[1 + i] * z[1 + j]
-            for p, (i, j) in enumerate(plan.pair_firsts)
-        ]
-    W = layers[-1].weight
-    out = [rows[0] @ W.T + layers[-1].bias] + [r @ W.T for r in rows[1:]]
-    return torch.stack(out).permute(2, 0, 1)  # [rows, N, k] -> [k, rows, N]
 
 
 class TaylorFields(Fields):
