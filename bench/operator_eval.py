@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -33,6 +34,8 @@ from methods.base import OperatorPredictor
 from problems.base import OperatorData, Problem, cache_dir
 
 __all__ = ["OperatorScorer", "classical_curve", "matched_cost", "per_sample_rel_l2"]
+
+log = logging.getLogger(__name__)
 
 CURVE_SAMPLES = 16  # test trajectories scored for the training curve (all of them at the end)
 
@@ -218,7 +221,11 @@ def speedup(problem: Problem, scorer: OperatorScorer, final: dict[str, float]) -
     problem has no classical solver or the error is not finite)."""
     if "solve" not in problem.capabilities or not math.isfinite(final.get("rel_l2", math.nan)):
         return {}
-    curve = classical_curve(problem, scorer.test)
+    try:
+        curve = classical_curve(problem, scorer.test)
+    except Exception as e:  # the run's own scores must survive a failing classical solver
+        log.warning("no speed-up: the classical ladder of %s failed (%s)", problem.name, e)
+        return {}
     cost = matched_cost(curve, final["rel_l2"])
     per_sample = final.get("inference_seconds_per_sample", 0.0)
     if cost is None or per_sample <= 0:

@@ -112,3 +112,18 @@ def test_matched_cost_interpolates_log_log():
     assert matched_cost(curve, 1e-3) == pytest.approx(100.0)
     assert matched_cost(curve, 1e-8) is None  # no rung is that accurate
     assert matched_cost(curve, math.nan) is None
+
+
+def test_a_failing_classical_solver_costs_only_the_speed_up(problem, monkeypatch, tmp_path):
+    from bench.operator_eval import speedup
+
+    scorer = OperatorScorer(problem, problem.operator_data("test", "smoke"))
+    final, _, _ = scorer.score(Exact(noise=0.01))
+    assert "speedup_at_matched_error" in speedup(problem, scorer, final)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("solver blew up")
+
+    monkeypatch.setattr(problem, "solve", broken)
+    monkeypatch.setenv("PHYSBENCH_CACHE", str(tmp_path / "fresh"))  # the ladder is measured again
+    assert speedup(problem, scorer, final) == {}
