@@ -51,11 +51,7 @@ class Monitor:
         ticker: Callable[[Monitor], Any] | None = None,
     ) -> None:
         self.budget = budget
-        self.score = (
-            target
-            if callable(target) and not isinstance(target, Reference)
-            else (reference_score(target))
-        )
+        self.score = reference_score(target) if isinstance(target, Reference) else target
         self.observers = list(observers or [])
         self.ticker = ticker  # called after every step (progress display)
         self.step = 0

@@ -33,7 +33,7 @@ from bench.metrics import per_sample_rel_l2
 from methods.base import OperatorPredictor
 from problems.base import OperatorData, Problem, cache_dir
 
-__all__ = ["OperatorScorer", "classical_curve", "matched_cost", "per_sample_rel_l2"]
+__all__ = ["OperatorScorer", "classical_curve", "matched_cost", "prepare_operator_data", "speedup"]
 
 log = logging.getLogger(__name__)
 
