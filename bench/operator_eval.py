@@ -5,9 +5,14 @@ sample's input channels) and scored on the frames after them:
 
 - `rel_l2`: full rollout, the mean over samples of each sample's relative L2 error over all its
   predicted frames (its spread: `rel_l2_std`, `rel_l2_p90`);
-- `rel_l2_one_step`: one step from true frames, the mean over samples and start frames;
+- `rel_l2_one_step`: one step from true frames, the mean over samples and start frames (not
+  for `whole_window` predictors, whose one step costs a whole window per start frame);
 - `rel_l2_final_time`: the mean error of the last frame; the error of every rollout frame goes
   to `rollout_error.csv` (error growth over rollout time);
+- `pde_residual` (problems with `grid_residuals`): the RMS of the problem's discrete PDE (and
+  boundary) residuals over the rolled-out frames, from the last context frame on, pooled over
+  samples and points; `pde_residual_data` is the same for the true test frames, the floor that
+  the frame spacing sets;
 - `inference_seconds_per_sample`: the rollout's wall time per trajectory;
 - `speedup_at_matched_error`: the classical solver's cost per sample at the rollout error the
   method reached (interpolated on the solver's error-against-cost ladder, log-log), divided by
@@ -33,7 +38,14 @@ from bench.metrics import per_sample_rel_l2
 from methods.base import OperatorPredictor
 from problems.base import OperatorData, Problem, cache_dir
 
-__all__ = ["OperatorScorer", "classical_curve", "matched_cost", "prepare_operator_data", "speedup"]
+__all__ = [
+    "OperatorScorer",
+    "classical_curve",
+    "grid_residual_rms",
+    "matched_cost",
+    "prepare_operator_data",
+    "speedup",
+]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +102,7 @@ class OperatorScorer:
     def score(self, predictor: OperatorPredictor) -> tuple[dict[str, float], np.ndarray, Any]:
         """Final metrics, the predicted frames and the per-frame error table."""
         pred, seconds = self.rollout(predictor)
+        reported = {f"method/{k}": float(v) for k, v in predictor.diagnostics().items()}
         ref = self.test.outputs[:, self.context :].astype(np.float64)
         n = len(ref)
         out: dict[str, float] = {
@@ -97,24 +110,38 @@ class OperatorScorer:
             "inference_seconds_per_sample": seconds / n,
             "test_samples": float(n),
             "rollout_steps": float(self.steps),
+            **reported,
         }
         if not np.all(np.isfinite(pred)):
             out["rel_l2"] = float("nan")
             return out, pred, None
         per_sample = per_sample_rel_l2(pred, ref)
         frames = _frame_errors(pred, ref)  # [n, steps]
-        one = self.one_step(predictor)
         out.update(
             rel_l2=float(per_sample.mean()),
             rel_l2_std=float(per_sample.std()),
             rel_l2_median=float(np.median(per_sample)),
             rel_l2_p90=float(np.quantile(per_sample, 0.9)),
-            rel_l2_one_step=float(one.mean()),
-            rel_l2_one_step_std=float(one.mean(axis=1).std()),
             rel_l2_final_time=float(frames[:, -1].mean()),
             max_abs_err=float(np.abs(pred - ref).max()),
             rmse=float(np.sqrt(np.mean((pred - ref) ** 2))),
         )
+        if predictor.whole_window:
+            one = np.full_like(frames, np.nan)
+        else:
+            one = self.one_step(predictor)
+            out["rel_l2_one_step"] = float(one.mean())
+            out["rel_l2_one_step_std"] = float(one.mean(axis=1).std())
+        if "grid_residuals" in self.problem.capabilities:
+            start = self.test.outputs[:, self.context - 1 : self.context].astype(np.float64)
+            times = self.test.times[self.context - 1 :]
+            inputs = self.test.inputs.astype(np.float64)
+            out["pde_residual"] = grid_residual_rms(
+                self.problem, np.concatenate([start, pred], axis=1), inputs, times
+            )
+            out["pde_residual_data"] = grid_residual_rms(
+                self.problem, self.test.outputs[:, self.context - 1 :], inputs, times
+            )
         times = self.test.times[self.context :]
         growth = {
             "frame": np.arange(1, self.steps + 1),
@@ -124,6 +151,31 @@ class OperatorScorer:
             "one_step_mean": one.mean(axis=0),
         }
         return out, pred, growth
+
+
+def grid_residual_rms(
+    problem: Any, frames: np.ndarray, inputs: np.ndarray, times: np.ndarray, batch: int = 16
+) -> float:
+    """RMS over samples and masked points of every `problem.grid_residuals` term of `frames`
+    `[n, T, c, *grid]` at `times` (float64, `batch` samples at a time)."""
+    import torch
+
+    shape = (frames.shape[1], *frames.shape[3:])
+    masks = {k: torch.as_tensor(v) for k, v in problem.grid_masks(shape).items()}
+    t = torch.as_tensor(np.asarray(times, dtype=np.float64))
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(frames), batch):
+            u = torch.as_tensor(np.asarray(frames[i : i + batch], dtype=np.float64))
+            x = torch.as_tensor(np.asarray(inputs[i : i + batch], dtype=np.float64))
+            terms = problem.grid_terms(u, t)
+            for k, v in problem.grid_inputs(x).items():
+                terms[k] = v.expand(len(u), shape[0], *v.shape[2:])
+            for name, r in problem.grid_residuals(terms).items():
+                vals = r[:, masks[name]]
+                total += float(vals.square().sum())
+                count += vals.numel()
+    return math.sqrt(total / max(count, 1))
 
 
 # -- the classical solver's error against cost -------------------------------------------------

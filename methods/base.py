@@ -124,10 +124,23 @@ class OperatorPredictor(Predictor):
     `rollout(window, inputs, steps)`: from `window` `[n, H, c_out, *grid]`, the last `H` known
     frames (H = the problem's `context`; a method may use fewer of them) and `inputs`
     `[n, c_in, *grid]`, the next `steps` frames `[n, steps, c_out, *grid]` (numpy, float64).
+
+    `whole_window`: True for predictors that compute a fixed window of frames per call (a
+    space-time model such as `hard_moe`): their one step is the first frame of a whole window,
+    so the harness does not score one-step errors for them (one window per start frame).
+
+    `diagnostics()`: what the method itself measured during its last `rollout` call (e.g. the
+    residual of its own constraint solve), logged as `method/<name>`; never a score against the
+    truth (the harness computes those).
     """
+
+    whole_window: ClassVar[bool] = False
 
     @abstractmethod
     def rollout(self, window: np.ndarray, inputs: np.ndarray, steps: int) -> np.ndarray: ...
+
+    def diagnostics(self) -> dict[str, float]:
+        return {}
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         raise TypeError("an operator predictor advances trajectories: call rollout()")

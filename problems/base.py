@@ -2,8 +2,9 @@
 
 A problem knows its equations (`residual`, written against `Fields`), its constraints
 (`conditions`) and a trusted reference solution (`reference`). It knows nothing about methods or
-about the harness. Optional capabilities (`characteristics`, `operator_data`, `symbolic`,
-`solve`, `trial`) are methods a problem may define; `capabilities` lists the ones it has.
+about the harness. Optional capabilities (`characteristics`, `grid_residuals`,
+`operator_data`, `symbolic`, `solve`, `trial`) are methods a problem may define; `capabilities`
+lists the ones it has.
 `trial() -> {field: expression}` is a hard-constraint trial function that satisfies the
 problem's conditions whatever the raw outputs are, in the syntax of the PINN's
 `output_transform` (expressions over the axes, the raw outputs by field name, the problem's
@@ -79,7 +80,14 @@ def check_real(
     return float(value)
 
 
-OPTIONAL_CAPABILITIES = ("characteristics", "operator_data", "symbolic", "solve", "trial")
+OPTIONAL_CAPABILITIES = (
+    "characteristics",
+    "grid_residuals",
+    "operator_data",
+    "symbolic",
+    "solve",
+    "trial",
+)
 
 
 @dataclass(frozen=True)

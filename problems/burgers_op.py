@@ -36,10 +36,18 @@ from typing import Any
 
 import numpy as np
 from scipy.fft import irfft, rfft
+from torch import Tensor
 
 from bench.registry import register_problem
 from problems.base import Box, ConfigError, OperatorData, check_int, check_real
-from problems.operator import OperatorProblem, Progress, check_sizes
+from problems.operator import (
+    OperatorProblem,
+    Progress,
+    check_sizes,
+    periodic_derivative,
+    time_derivative,
+    uniform_step,
+)
 from problems.solvers.etdrk4 import (
     integrate,
     quadratic_flux,
@@ -183,6 +191,28 @@ class BurgersOp(OperatorProblem):
         inputs = np.stack([out[:, 0, 0], np.full((n, self.s), self.nu)], axis=1)
         meta = {"ic": "pdebench init_multi (k_tot, 2 picks, abs 0.1, window 0.1)"}
         return OperatorData(inputs, out, (self.grid,), self.times, meta)
+
+    # -- the discrete PDE on the frames (grid_residuals; see problems/operator.py) ----------
+    def grid_terms(self, u: Tensor, times: Tensor) -> dict[str, Tensor]:
+        """u, u_t (second-order differences between frames), u_x, u_xx (spectral)."""
+        u = u[:, :, 0]
+        return {
+            "u": u,
+            "u_t": time_derivative(u, uniform_step(times.detach().cpu().numpy())),
+            "u_x": periodic_derivative(u, -1, 1, self.length),
+            "u_xx": periodic_derivative(u, -1, 2, self.length),
+        }
+
+    def grid_inputs(self, inputs: Tensor) -> dict[str, Tensor]:
+        return {"nu": inputs[:, 1:2]}
+
+    def grid_residuals(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
+        """`pde`: u_t + u u_x - nu u_xx (non-conservative form: pointwise in the terms)."""
+        u = terms["u"]
+        return {"pde": terms["u_t"] + u * terms["u_x"] - terms["nu"] * terms["u_xx"]}
+
+    def grid_masks(self, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+        return {"pde": np.ones(shape, dtype=bool)}
 
     # -- the classical solver as a competitor -------------------------------------------
     def solve(

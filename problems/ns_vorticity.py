@@ -47,7 +47,14 @@ from problems.base import (
 )
 from problems.constraints import periodic_conditions
 from problems.navier_stokes import divergence
-from problems.operator import OperatorMixin, Progress, check_sizes
+from problems.operator import (
+    OperatorMixin,
+    Progress,
+    check_sizes,
+    periodic_derivative,
+    time_derivative,
+    uniform_step,
+)
 from problems.solvers import ns_spectral as sp
 
 __all__ = ["Kolmogorov", "NSVorticity", "VorticityFlow", "resample"]
@@ -347,6 +354,36 @@ class NSVorticity(OperatorMixin, VorticityFlow):
                     tick(len(chunk))
             chunks.append(torch.stack(frames, dim=1))
         return torch.cat(chunks)
+
+    # -- the discrete PDE on the frames (grid_residuals; see problems/operator.py) ----------
+    def grid_terms(self, u: Tensor, times: Tensor) -> dict[str, Tensor]:
+        """w, w_t (second-order differences between frames), w_x, w_y, lap w (spectral) and
+        the velocity (u, v) of w (spectral, linear in w)."""
+        w = u[:, :, 0]
+        vx, vy = sp.velocity(w)
+        return {
+            "w": w,
+            "w_t": time_derivative(w, uniform_step(times.detach().cpu().numpy())),
+            "w_x": periodic_derivative(w, -2),
+            "w_y": periodic_derivative(w, -1),
+            "lap": periodic_derivative(w, -2, 2) + periodic_derivative(w, -1, 2),
+            "u": vx,
+            "v": vy,
+        }
+
+    def grid_inputs(self, inputs: Tensor) -> dict[str, Tensor]:
+        s = inputs.shape[-1]
+        f = sp.fno_forcing(s, dtype=inputs.dtype, device=inputs.device)
+        return {"f": f.expand(inputs.shape[0], 1, s, s)}
+
+    def grid_residuals(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
+        """`pde`: w_t + u w_x + v w_y - nu lap w - f (the vorticity transport equation)."""
+        t = terms
+        adv = t["u"] * t["w_x"] + t["v"] * t["w_y"]
+        return {"pde": t["w_t"] + adv - self.nu * t["lap"] - t["f"]}
+
+    def grid_masks(self, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+        return {"pde": np.ones(shape, dtype=bool)}
 
     # -- the classical solver as a competitor --------------------------------------------------
     def solve(

@@ -22,12 +22,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from problems.base import Condition, ConfigError, OperatorData, Problem, Reference, cache_dir
 
@@ -39,6 +42,9 @@ __all__ = [
     "Progress",
     "check_sizes",
     "data_scale",
+    "periodic_derivative",
+    "time_derivative",
+    "uniform_step",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,6 +80,40 @@ def check_sizes(data: Mapping[str, Any]) -> dict[str, dict[str, int]]:
     if unknown:
         raise ConfigError(f"data: unknown scale(s) {unknown}; the scales are {list(SCALES)}")
     return out
+
+
+def time_derivative(u: Tensor, dt: float) -> Tensor:
+    """d/dt of frames `u` `[B, T, ...]` spaced `dt` apart, second order: central differences
+    inside, one-sided three-point formulas at the first and last frame (T >= 3)."""
+    if u.shape[1] < 3:
+        raise ValueError(f"a second-order time derivative needs >= 3 frames, got {u.shape[1]}")
+    inner = (u[:, 2:] - u[:, :-2]) / (2 * dt)
+    first = (-3 * u[:, :1] + 4 * u[:, 1:2] - u[:, 2:3]) / (2 * dt)
+    last = (3 * u[:, -1:] - 4 * u[:, -2:-1] + u[:, -3:-2]) / (2 * dt)
+    return torch.cat([first, inner, last], dim=1)
+
+
+def periodic_derivative(u: Tensor, dim: int, order: int = 1, length: float = 1.0) -> Tensor:
+    """The `order`-th derivative of `u` along `dim`, periodic with period `length`, spectrally
+    (the Nyquist mode of an odd derivative is dropped, as for any real derivative)."""
+    n = u.shape[dim]
+    k = torch.fft.rfftfreq(n, d=length / n, dtype=torch.float64, device=u.device) * 2 * math.pi
+    factor = (1j * k) ** order
+    if order % 2 and n % 2 == 0:
+        factor[-1] = 0.0
+    shape = [1] * u.ndim
+    shape[dim] = len(k)
+    c = torch.fft.rfft(u, dim=dim) * factor.reshape(shape).to(torch.complex128)
+    return torch.fft.irfft(c, n=n, dim=dim).to(u.dtype)
+
+
+def uniform_step(times: Any) -> float:
+    """The spacing of uniformly spaced `times`, or a ValueError."""
+    t = np.asarray(times, dtype=np.float64)
+    step = np.diff(t)
+    if len(t) < 2 or not np.allclose(step, step[0], rtol=1e-6, atol=0.0):
+        raise ValueError("grid residuals need uniformly spaced frame times")
+    return float(step[0])
 
 
 def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
@@ -122,6 +162,25 @@ class OperatorMixin:
     #   def classical_ladder(self) -> list[dict]
     #
     # resolutions from fine to coarse, for the error-against-cost curve of the classical solver.
+
+    # The discrete PDE on the data's frames (the `grid_residuals` capability), for the
+    # physics-informed operator learners (`hard_moe`, `soft_constraint`) and the `pde_residual`
+    # metric of every operator run. The residual is split into a linear and a pointwise part,
+    # so that a learner can form the linear part of each basis function once (on the whole
+    # grid, before any domain decomposition) and combine it with coefficients:
+    #
+    #   def grid_terms(self, u: Tensor, times: Tensor) -> dict[str, Tensor]
+    #       frames `u` `[B, T, c_out, *grid]` at uniformly spaced `times` -> named fields, each
+    #       `[B, T, *grid]`, every one LINEAR in u (u itself, u_t, u_x, u_xx, the velocity of a
+    #       vorticity...); time derivatives by `time_derivative` (second order, T >= 3).
+    #   def grid_inputs(self, inputs: Tensor) -> dict[str, Tensor]
+    #       the samples' input channels `[B, c_in, *grid]` -> named fixed fields `[B, 1, *grid]`
+    #       (a coefficient, a forcing) that the residual uses beside the terms.
+    #   def grid_residuals(self, terms: dict[str, Tensor]) -> dict[str, Tensor]
+    #       POINTWISE: the terms and inputs at any points (all of one shape) -> each residual
+    #       (the PDE, boundary conditions) at those points, in that shape.
+    #   def grid_masks(self, shape: tuple[int, ...]) -> dict[str, np.ndarray]
+    #       per residual name, a bool array of `shape` = (T, *grid): where it holds.
 
     # -- cached access ----------------------------------------------------------------------
     def data_sizes(self, scale: str) -> dict[str, int]:
@@ -240,6 +299,5 @@ class OperatorProblem(OperatorMixin, Problem):
     @property
     def capabilities(self) -> set[str]:
         caps = {"operator_data"}
-        if callable(getattr(self, "solve", None)):
-            caps.add("solve")
+        caps.update(c for c in ("solve", "grid_residuals") if callable(getattr(self, c, None)))
         return caps

@@ -46,6 +46,8 @@ def test_fno_cell_writes_scores_and_tracks(tmp_path, cache):
         "speedup_at_matched_error",
         "n_params",
         "train_seconds",
+        "pde_residual",  # burgers_op has grid residuals: the discrete PDE of the prediction
+        "pde_residual_data",  # ... and of the true frames
     ):
         assert np.isfinite(m[key]), key
     assert m["steps"] == 40 and m["data_cached"] == 0.0 and m["data_seconds"] > 0
