@@ -1,0 +1,458 @@
+"""`hard_moe` and `soft_constraint`: physics-informed hard constraints with a mixture of experts
+(PI-HC-MoE; Chalapathi, Du & Krishnapriyan, ICLR 2024, arXiv 2402.13412) and the same
+backbone trained with the residual as a penalty (the paper's soft-constraint baseline).
+
+One *shot* maps the state u_s at a start frame to the next `horizon` frames:
+
+1. An FNO (methods/fno.py) sees u_s, the problem's extra input channels and the coordinates
+   (normalised) and outputs N basis functions b_k for each of the `horizon` frames (time
+   is a channel axis; the paper's FNO runs over space-time).
+2. u_j = u_s + sum_k w_k b_k(t_j), j = 1..horizon, and u_0 = u_s exactly (the initial
+   condition holds by construction, as the paper's mollifier makes it hold for NS).
+3. The grid is split into a fixed block decomposition over (time, *space) (`experts`, the
+   paper's spatial-temporal router; [1, 1] is the single hard constraint PI-HC). The linear
+   parts of the discrete PDE (`problem.grid_terms`: derivatives, velocities) are formed
+   for every basis function on the WHOLE grid, then each expert takes its own points (the
+   paper computes derivatives before partitioning: no one-sided stencils at block edges).
+4. Each expert finds its coefficients w^e by Levenberg–Marquardt on its points' residuals
+   (`problem.grid_residuals`: the PDE and any boundary conditions) plus the ridge term
+   `ridge` * w (methods/least_squares.py), in float64, for every sample at once; the
+   gradient reaches the network by the implicit function theorem (no unrolled iterations).
+5. The loss is physics only, as in the paper: the batch mean of the RMS residual of the
+   constrained solution over all constrained points (the paper: the L2 norm, not squared).
+
+`soft_constraint` uses one basis function with w = 1: u_j = u_s + b(t_j), trained on the same
+loss (the paper's PI-SC: the same FNO with one output). Prediction over more than `horizon`
+frames chains shots from the last predicted frame (the problems are autonomous).
+
+Deviations from the paper: the FNO sees time as channels (a 1-D / 2-D FNO instead of 2-D /
+3-D), smaller default sizes for a CPU (the YAML), the initial condition is exact by
+construction for every problem (the paper penalises it for diffusion–sorption), and no
+random subsampling of the constrained points unless `points` is set (all grid points are
+used by default).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bench.registry import register_method
+from methods.base import Budget, OperatorPredictor, Report
+from methods.fno import FNONet
+from methods.least_squares import Partition, _normal, implicit_solution, lm_solve
+from methods.operator import OperatorMethod, StepModel
+from problems.base import ConfigError, OperatorData, Problem, check_int, check_real
+from problems.operator import uniform_step
+
+__all__ = ["ConstraintSystem", "HardMoE", "SoftConstraint"]
+
+SHARED = ("batch_size", "normalize", "optimizer", "lr", "weight_decay", "lr_step", "lr_gamma")
+SHARED += ("select", "val_every", "eval_batch")
+
+
+class ConstraintSystem:
+    """The residuals of one shot as functions of the coefficients w [B, E, N].
+
+    Built from the basis `b` [B, N, T, c, *grid] (frame 0 zero), the start `u0` [B, c, *grid],
+    the samples' `inputs` and the shot's `times` [T]: the linear terms of u0 and of every basis
+    function, gathered at each expert's points per residual name.
+    """
+
+    def __init__(
+        self, problem: Any, part: Partition, b: Tensor, u0: Tensor, inputs: Tensor, times: Tensor
+    ) -> None:
+        bsz, n, t_len = b.shape[:3]
+        self.problem, self.part = problem, part
+        frames0 = u0[:, None].expand(bsz, t_len, *u0.shape[1:])
+        terms0 = problem.grid_terms(frames0, times)
+        terms_b = {
+            k: v.reshape(bsz, n, *v.shape[1:])
+            for k, v in problem.grid_terms(b.flatten(0, 1), times).items()
+        }
+        fixed = {
+            k: v.expand(bsz, t_len, *v.shape[2:]) for k, v in problem.grid_inputs(inputs).items()
+        }
+        self.names = list(part.index)
+        used = terms_used(problem, self.names, list(terms0), list(fixed))
+        self.t0 = {r: {k: part.gather(terms0[k], r) for k in used[r]} for r in self.names}
+        self.tb = {
+            r: {k: part.gather(terms_b[k], r).movedim(1, 2) for k in used[r]} for r in self.names
+        }  # [B, E, N, M]
+        self.fixed = {r: {k: part.gather(v, r) for k, v in fixed.items()} for r in self.names}
+        # the other residuals' terms, as broadcastable zeros (grid_residuals forms them all)
+        zero = b.new_zeros(1, 1, 1)
+        for r in self.names:
+            self.fixed[r].update({k: zero for k in terms0 if k not in used[r]})
+        self.weight = {r: part.weight[r].to(b) for r in self.names}
+
+    def _values(self, r: str, w: Tensor, detach: bool) -> dict[str, Tensor]:
+        vals = {}
+        for k, base in self.t0[r].items():
+            tb = self.tb[r][k].detach() if detach else self.tb[r][k]
+            vals[k] = base + torch.einsum("ben,benm->bem", w, tb)
+        return {**vals, **self.fixed[r]}
+
+    def residuals(self, w: Tensor, detach: bool = False) -> Tensor:
+        """F [B, E, M] (padding rows zero), differentiable in w and (unless `detach`) in b."""
+        out = []
+        for r in self.names:
+            res = self.problem.grid_residuals(self._values(r, w, detach))[r]
+            out.append(res * self.weight[r])
+        return torch.cat(out, dim=-1)
+
+    def residuals_and_jacobian(self, w: Tensor) -> tuple[Tensor, Tensor]:
+        """(F [B, E, M], J = dF/dw [B, E, N, M]) with the basis detached. The residuals are
+        pointwise in the terms, so one backward pass of their sum gives every dR/dterm, and
+        J = sum over terms of dR/dterm x (the term's basis functions)."""
+        fs, js = [], []
+        with torch.enable_grad():
+            for r in self.names:
+                vals = {
+                    k: v.detach().requires_grad_(k in self.tb[r])
+                    for k, v in self._values(r, w, True).items()
+                }
+                res = self.problem.grid_residuals(vals)[r]
+                leaves = [k for k in self.tb[r]]
+                grads = torch.autograd.grad(res.sum(), [vals[k] for k in leaves], allow_unused=True)
+                jac = torch.zeros_like(self.tb[r][leaves[0]].detach())
+                for k, g in zip(leaves, grads):
+                    if g is not None:
+                        jac = jac + g[:, :, None, :] * self.tb[r][k].detach()
+                fs.append(res.detach() * self.weight[r])
+                js.append(jac * self.weight[r][:, None, :])
+        return torch.cat(fs, dim=-1), torch.cat(js, dim=-1)
+
+    def assemble(self, w: Tensor, b: Tensor, u0: Tensor) -> Tensor:
+        """The frames u [B, T, c, *grid]: u0 + sum_k w^e(point)_k b_k at each point."""
+        field = self.part.spread(w)  # [B, N, T, *grid]
+        return u0[:, None] + (field[:, :, :, None] * b).sum(1)
+
+
+@register_method("hard_moe")
+class HardMoE(OperatorMethod):
+    """PI-HC-MoE (see the module doc).
+
+    Arguments:
+        basis: basis functions N per shot.
+        experts: blocks per axis of (time, *space), e.g. [1, 4] (1-D) or [1, 2, 2] (2-D); an
+            integer n splits space only: n blocks in 1-D, a near-square a x b = n in 2-D.
+        horizon: at most this many frames per shot (null: all frames after the problem's
+            context in one shot, the paper's protocol); longer rollouts chain shots.
+        points: constrained points per training shot, a fresh random subset of every expert's
+            points each step in proportion (the paper samples 20,000 for diffusion–sorption);
+            null = the budget's `points` (smoke: 256), or all where it sets none. Predictions
+            always constrain every grid point.
+        ridge, lm_iters, lm_tol: the ridge term, most LM iterations, its rtol = atol.
+        width, modes, layers, proj: the FNO backbone (methods/fno.py).
+        clip: gradient-norm clipping (the paper: 1.0; 0 = none).
+        val_samples: validation rollouts use the first this many samples of the val split
+            (each prediction runs the constrained solve on every grid point).
+        Shared operator-training keys: batch_size, normalize, optimizer, lr, weight_decay,
+        lr_step, lr_gamma (StepLR in epochs), select (val | last), val_every, eval_batch.
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset({"operator_data", "grid_residuals"})
+    constrained: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        basis: int = 16,
+        experts: Any = 4,
+        horizon: int | None = 10,
+        points: int | None = None,
+        ridge: float = 1e-4,
+        lm_iters: int = 100,
+        lm_tol: float = 1e-4,
+        width: int = 32,
+        modes: int = 12,
+        layers: int = 4,
+        proj: int = 128,
+        clip: float = 1.0,
+        val_samples: int = 16,
+        **common: Any,
+    ) -> None:
+        unknown = sorted(set(common) - set(SHARED))
+        if unknown:
+            own = ("basis", "experts", "horizon", "points", "ridge", "lm_iters", "lm_tol", "width")
+            own += ("modes", "layers", "proj", "clip", "val_samples")
+            raise ConfigError(
+                f"unknown key(s) {[f'method.{k}' for k in unknown]} for method {self.name!r}; "
+                f"valid keys: {', '.join([*own, *SHARED])}"
+            )
+        defaults = dict(batch_size=6, lr=1e-3, lr_step=5, lr_gamma=0.5, val_every=50, eval_batch=8)
+        super().__init__(history=1, rollout_train=1, **{**defaults, **common})
+        self.basis = check_int("method.basis", basis)
+        self.experts = experts
+        self.horizon = None if horizon is None else check_int("method.horizon", horizon)
+        self.points = None if points is None else check_int("method.points", points)
+        self.ridge = check_real("method.ridge", ridge, 0.0, strict=False)
+        self.lm_iters = check_int("method.lm_iters", lm_iters)
+        self.lm_tol = check_real("method.lm_tol", lm_tol, 0.0)
+        self.width = check_int("method.width", width)
+        self.modes = check_int("method.modes", modes)
+        self.layers = check_int("method.layers", layers)
+        self.proj = check_int("method.proj", proj)
+        self.clip = check_real("method.clip", clip, 0.0, strict=False)
+        self.val_samples = check_int("method.val_samples", val_samples)
+        self._blocks_for(1)  # validates the shape of `experts` early
+        self._shot: tuple[int, int] = (1, 1)  # (horizon, basis), set from the data
+
+    # -- configuration ------------------------------------------------------------------------
+    def _blocks_for(self, dim: int) -> tuple[int, ...] | None:
+        e = self.experts
+        if isinstance(e, bool):
+            raise ConfigError(f"method.experts must be a count or a list of counts, got {e!r}")
+        if isinstance(e, int):
+            if e < 1:
+                raise ConfigError(f"method.experts must be >= 1, got {e}")
+            if dim == 1:
+                return (1, e)
+            a = int(math.isqrt(e))
+            while e % a:
+                a -= 1
+            return (1, e // a, a)
+        try:
+            blocks = tuple(int(x) for x in e)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"method.experts must be a count or a list of counts, got {e!r}"
+            ) from None
+        if any(b < 1 for b in blocks) or any(int(x) != x for x in e):
+            raise ConfigError(f"method.experts must hold positive integers, got {e!r}")
+        if dim > 0 and len(blocks) != dim + 1:
+            raise ConfigError(
+                f"method.experts={list(blocks)} needs {dim + 1} counts here: one for time and "
+                f"one per space axis, e.g. {[1] + [2] * dim}"
+            )
+        return blocks
+
+    def build_net(
+        self,
+        in_channels: int,
+        out_channels: int,
+        dim: int,
+        grid: tuple[int, ...],
+        data: OperatorData,
+    ) -> nn.Module:
+        horizon, n = self._shot
+        modes = min(self.modes, *(g // 2 for g in grid))
+        return FNONet(
+            in_channels, horizon * n * out_channels, dim, self.width, modes, self.layers, self.proj
+        )
+
+    def _setup(
+        self, problem: Problem, budget: Budget
+    ) -> tuple[StepModel, OperatorData, OperatorData, Partition, float]:
+        t_len = len(problem.operator_data("val", _scale(budget)).times)
+        context = int(getattr(problem, "context", 1))
+        avail = t_len - context
+        horizon = avail if self.horizon is None else min(self.horizon, avail)
+        if horizon < 2:
+            raise ConfigError(
+                f"method.horizon must be >= 2 (a time derivative needs 3 frames), got {horizon} "
+                f"(problem {problem.name!r} predicts {avail} frames after its context)"
+            )
+        self._shot = (horizon, self.basis if self.constrained else 1)
+        model, train, val = self.prepare(problem, budget)
+        dim = len(train.grid)
+        shape = (horizon + 1, *(len(g) for g in train.grid))
+        blocks = self._blocks_for(dim) if self.constrained else (1,) * (dim + 1)
+        try:
+            part = Partition(shape, blocks, problem.grid_masks(shape))
+        except ValueError as e:
+            raise ConfigError(
+                f"method.experts={list(blocks)} does not fit the grid {shape}: {e}"
+            ) from None
+        return model, train, val, part, uniform_step(train.times)
+
+    # -- one shot -----------------------------------------------------------------------------
+    def shot(
+        self,
+        model: StepModel,
+        problem: Any,
+        part: Partition,
+        start: Tensor,
+        inputs: Tensor,
+        dt: float,
+    ) -> tuple[Tensor, Tensor, dict[str, float]]:
+        """(frames u [B, horizon + 1, c, *grid] with u[:, 0] = start, the residuals F at the
+        constrained points [B, E, M], solver statistics); float64 from the basis on."""
+        horizon, n = self._shot
+        c = model.c_out
+        bsz, grid = start.shape[0], tuple(start.shape[2:])
+        like = next(model.parameters())
+        x = model.encode(start.to(like))[:, None]
+        extra = model.encode_extra(inputs[:, c:].to(like))
+        raw = model.step(x, extra).reshape(bsz, horizon, n, c, *grid)
+        scale = model.state_scale.to(torch.float64)
+        b = raw.to(torch.float64) * scale
+        b = torch.cat([torch.zeros_like(b[:, :1]), b], dim=1).movedim(2, 1)  # [B, N, T, c, *grid]
+        u0 = start.to(torch.float64)
+        times = torch.arange(horizon + 1, dtype=torch.float64) * dt
+        system = ConstraintSystem(problem, part, b, u0, inputs.to(torch.float64), times)
+        e = part.n_experts
+        if not self.constrained:
+            w = torch.ones(bsz, e, 1, dtype=torch.float64, device=b.device)
+            return system.assemble(w, b, u0), system.residuals(w), {}
+        w0 = torch.zeros(bsz, e, n, dtype=torch.float64, device=b.device)
+        sol = lm_solve(
+            system.residuals_and_jacobian, w0, self.ridge, self.lm_iters, self.lm_tol, self.lm_tol
+        )
+        F, J = system.residuals_and_jacobian(sol.w)
+        hess = _normal(F, J, sol.w, self.ridge)[2]
+        w = sol.w
+        if torch.is_grad_enabled() and b.requires_grad:
+            w = implicit_solution(system.residuals, sol.w, self.ridge, hess)
+        stats = {
+            "lm_iters": float(sol.iterations),
+            "lm_converged": sol.converged,
+            "lm_cost0": sol.cost0,
+            "lm_cost": sol.cost,
+        }
+        return system.assemble(w, b, u0), system.residuals(w), stats
+
+    # -- training -----------------------------------------------------------------------------
+    def fit(self, problem: Problem, budget: Budget, report: Report) -> OperatorPredictor:
+        model, train, val, part, dt = self._setup(problem, budget)
+        k = self.val_samples
+        val = OperatorData(val.inputs[:k], val.outputs[:k], val.grid, val.times, val.meta)
+        horizon = self._shot[0]
+        pred = ShotPredictor(self, model, problem, part, dt)
+        like = next(model.parameters())
+        frames = torch.as_tensor(train.outputs, dtype=torch.float64, device=like.device)
+        inputs = torch.as_tensor(train.inputs, dtype=torch.float64, device=like.device)
+        n, t_len = frames.shape[:2]
+        context = int(getattr(problem, "context", 1))
+        first, last = context - 1, t_len - 1 - horizon  # starts inside the evaluated frames
+        b = min(self.batch_size, n)
+        per_epoch = math.ceil(n / b)
+        gen = self.generator(11)
+        points = self.points if self.points is not None else budget.points
+        fraction = 1.0 if points is None else min(1.0, points / part.count())
+        opt = self.optimiser(list(model.parameters()))
+        best: tuple[float, dict[str, Tensor] | None] = (math.inf, None)
+        step, val_step, stop = 0, -1, False
+        while not stop:
+            perm = torch.randperm(n, generator=gen)
+            for i in range(0, n, b):
+                idx = perm[i : i + b].to(frames.device)
+                starts = torch.randint(first, last + 1, (len(idx),), generator=gen).to(
+                    frames.device
+                )
+                lr = self.lr * self.lr_gamma ** (step // per_epoch // self.lr_step)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                model.train()
+                sub = part.subsample(fraction, gen)
+                _, res, stats = self.shot(model, problem, sub, frames[idx, starts], inputs[idx], dt)
+                loss = residual_rms(res, sub).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if self.clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), self.clip)
+                opt.step()
+                step += 1
+                scalars = {"loss": float(loss.detach()), "lr": lr, **stats}
+                if step % self.val_every == 0:
+                    scalars["val_rel_l2"] = v = self.validate(pred, val, context)
+                    val_step, best = step, self.keep_best(best, v, model)
+                stop = report(step, evals=step, predictor=pred, **scalars)
+                if stop:
+                    break
+        if self.select == "val":
+            if val_step != step:
+                best = self.keep_best(best, self.validate(pred, val, context), model)
+            if best[1] is not None:
+                model.load_state_dict(best[1])
+        model.eval()
+        return pred
+
+
+@register_method("soft_constraint")
+class SoftConstraint(HardMoE):
+    """The soft-constraint baseline (PI-SC): `hard_moe`'s backbone with one output per frame
+    and w = 1, trained on the same residual loss; `basis` and `experts` are ignored."""
+
+    constrained: ClassVar[bool] = False
+
+
+def terms_used(
+    problem: Any, names: list[str], terms: list[str], fixed: list[str]
+) -> dict[str, list[str]]:
+    """The linear terms each residual depends on, probed once with autograd at random values
+    (the residuals are pointwise, so a term that gets no gradient there is not used)."""
+    gen = torch.Generator().manual_seed(0)
+    used = {}
+    with torch.enable_grad():
+        vals = {
+            k: (0.1 + 0.8 * torch.rand(4, generator=gen, dtype=torch.float64)).requires_grad_()
+            for k in [*terms, *fixed]
+        }
+        out = problem.grid_residuals(vals)
+        for r in names:
+            grads = torch.autograd.grad(
+                out[r].sum(), [vals[k] for k in terms], retain_graph=True, allow_unused=True
+            )
+            used[r] = [k for k, g in zip(terms, grads) if g is not None]
+    return used
+
+
+def residual_rms(res: Tensor, part: Partition) -> Tensor:
+    """Per-sample RMS [B] of the residuals `res` [B, E, M] over the constrained points."""
+    return (res.square().sum(dim=(1, 2)) / max(part.count(), 1)).sqrt()
+
+
+def _scale(budget: Budget) -> str:
+    from problems.operator import data_scale
+
+    return data_scale(budget.name)
+
+
+class ShotPredictor(OperatorPredictor):
+    """Chains shots from the last given frame (the constraint solve runs at prediction too)."""
+
+    whole_window = True
+
+    def __init__(
+        self, method: HardMoE, model: StepModel, problem: Any, part: Partition, dt: float
+    ) -> None:
+        self.method, self.model, self.problem, self.part, self.dt = method, model, problem, part, dt
+
+    def rollout(self, window: np.ndarray, inputs: np.ndarray, steps: int) -> np.ndarray:
+        m, horizon = self.method, self.method._shot[0]
+        like = next(self.model.parameters())
+        n = window.shape[0]
+        out = np.empty((n, steps, *window.shape[2:]), dtype=np.float64)
+        sq, count, iters, shots = 0.0, 0, 0.0, 0
+        self.model.eval()
+        with torch.no_grad():
+            for i in range(0, n, m.eval_batch):
+                start = torch.as_tensor(window[i : i + m.eval_batch, -1], dtype=torch.float64)
+                x = torch.as_tensor(inputs[i : i + m.eval_batch], dtype=torch.float64)
+                start, x = start.to(like.device), x.to(like.device)
+                done = 0
+                while done < steps:
+                    u, res, stats = m.shot(self.model, self.problem, self.part, start, x, self.dt)
+                    k = min(horizon, steps - done)
+                    out[i : i + len(start), done : done + k] = u[:, 1 : k + 1].cpu().numpy()
+                    start, done = u[:, horizon], done + k
+                    sq += float(res.square().sum())
+                    count += len(start) * self.part.count()
+                    iters, shots = iters + stats.get("lm_iters", 0.0), shots + 1
+        self._diagnostics = {"constraint_residual": math.sqrt(sq / max(count, 1))}
+        if m.constrained:
+            self._diagnostics["lm_iters"] = iters / max(shots, 1)
+        return out
+
+    def diagnostics(self) -> dict[str, float]:
+        """`constraint_residual`: the RMS residual at the constrained points of every shot of
+        the last rollout (each expert's own solution there); `lm_iters`: mean LM iterations."""
+        return dict(getattr(self, "_diagnostics", {}))
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())

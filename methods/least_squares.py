@@ -1,0 +1,190 @@
+"""Batched Levenberg–Marquardt with implicit-function-theorem gradients, and the fixed domain
+decomposition (experts) of a space-time grid: the constraint layer of `hard_moe`.
+
+The problems solved are small and many: one coefficient vector w (N numbers) per sample and
+expert, chosen to minimise
+
+    C(w) = 1/2 |F(w)|^2 + 1/2 ridge^2 |w|^2,
+
+where F stacks the residuals at that expert's points. `lm_solve` runs all of them at once,
+each with its own damping, under no_grad; `implicit_solution` then attaches the gradient
+dw*/dtheta of the optimum with respect to whatever F depends on (the basis functions, hence
+the network) by the implicit function theorem on the optimality condition g(w, theta) =
+dC/dw = 0: dw*/dtheta = -H^-1 dg/dtheta, with H the Gauss–Newton matrix J J^T + ridge^2 I
+(exact where F(w*) = 0, which is what the constraint aims for). No solver iteration is in the
+backward graph: one extra evaluation of g with `create_graph` carries it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["LMResult", "Partition", "implicit_solution", "lm_solve"]
+
+# F(w) -> (F [B, E, M], J [B, E, N, M]): residuals and their Jacobian (rows along the last axis)
+Residuals = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+
+@dataclass
+class LMResult:
+    w: Tensor  # [B, E, N] the solution (no grad)
+    iterations: int  # iterations until every problem converged (or max_iter)
+    converged: float  # fraction of the problems that met the tolerance
+    cost0: float  # mean of C at the initial w
+    cost: float  # mean of C at the solution
+
+
+def _normal(F: Tensor, J: Tensor, w: Tensor, ridge: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(cost [B, E], gradient [B, E, N], Gauss–Newton matrix [B, E, N, N])."""
+    n = w.shape[-1]
+    eye = torch.eye(n, dtype=w.dtype, device=w.device)
+    cost = 0.5 * (F.square().sum(-1) + ridge**2 * w.square().sum(-1))
+    grad = torch.einsum("benm,bem->ben", J, F) + ridge**2 * w
+    hess = torch.einsum("benm,bekm->benk", J, J) + ridge**2 * eye
+    return cost, grad, hess
+
+
+def lm_solve(
+    residuals: Residuals,
+    w0: Tensor,
+    ridge: float = 1e-4,
+    max_iter: int = 100,
+    rtol: float = 1e-4,
+    atol: float = 1e-4,
+) -> LMResult:
+    """Minimise C(w) for every (sample, expert) from `w0` [B, E, N] by Levenberg–Marquardt
+    with Marquardt's diagonal scaling: step (H + lam diag(H)) d = -g, accepted when C falls
+    (then lam / 3, else lam x 2). A problem has converged when an accepted step is below
+    atol + rtol |w| and lowered C by at most atol^2 + rtol C (optimistix's Cauchy test)."""
+    with torch.no_grad():
+        w = w0.clone()
+        F, J = residuals(w)
+        cost, grad, hess = _normal(F, J, w, ridge)
+        cost0 = float(cost.mean())
+        lam = torch.full(cost.shape, 1e-3, dtype=w.dtype, device=w.device)
+        done = torch.zeros(cost.shape, dtype=torch.bool, device=w.device)
+        eye = torch.eye(w.shape[-1], dtype=w.dtype, device=w.device)
+        iterations = 0
+        for _ in range(max_iter):
+            iterations += 1
+            damped = hess + lam[..., None, None] * (
+                torch.diag_embed(hess.diagonal(0, -2, -1)) + 1e-12 * eye
+            )
+            step = -torch.linalg.solve(damped, grad)
+            step = torch.where(done[..., None], torch.zeros_like(step), step)
+            F_new, J_new = residuals(w + step)
+            cost_new, grad_new, hess_new = _normal(F_new, J_new, w + step, ridge)
+            ok = (cost_new <= cost) & torch.isfinite(cost_new) & ~done
+            small = step.norm(dim=-1) <= atol + rtol * w.norm(dim=-1)
+            settled = cost - cost_new <= atol * atol + rtol * cost
+            w = torch.where(ok[..., None], w + step, w)
+            F = torch.where(ok[..., None], F_new, F)
+            J = torch.where(ok[..., None, None], J_new, J)
+            cost = torch.where(ok, cost_new, cost)
+            grad = torch.where(ok[..., None], grad_new, grad)
+            hess = torch.where(ok[..., None, None], hess_new, hess)
+            lam = torch.where(ok, lam / 3, lam * 2).clamp(1e-12, 1e12)
+            done = done | (ok & small & settled)
+            if bool(done.all()):
+                break
+    return LMResult(w, iterations, float(done.double().mean()), cost0, float(cost.mean()))
+
+
+def implicit_solution(
+    residuals: Callable[[Tensor], Tensor], w_star: Tensor, ridge: float, hess: Tensor
+) -> Tensor:
+    """`w_star` (detached) with the implicit-function-theorem gradient attached: the value is
+    exactly `w_star`; its derivative with respect to what `residuals(w) -> F [B, E, M]` depends
+    on is -H^-1 dg/dtheta, g = J F + ridge^2 w the gradient of C, `hess` the H [B, E, N, N] at
+    `w_star` (detached)."""
+    w = w_star.detach().requires_grad_(True)
+    F = residuals(w)
+    cost = 0.5 * (F.square().sum() + ridge**2 * w.square().sum())
+    (g,) = torch.autograd.grad(cost, w, create_graph=True)
+    correction = torch.linalg.solve(hess.detach(), (g - g.detach())[..., None])[..., 0]
+    return w_star.detach() - correction
+
+
+class Partition:
+    """A fixed decomposition of a grid of `shape` (T, *space) into `blocks` (one count per
+    axis): expert e owns the points whose block index along each axis is e's. For each named
+    residual mask (bool, of `shape`), `index[name]` [E, M] holds the flat indices of its points
+    per expert and `weight[name]` [E, M] is 1 there and 0 on the padding that makes the
+    experts' lists one length (an expert may own none of a boundary's points)."""
+
+    def __init__(
+        self, shape: tuple[int, ...], blocks: tuple[int, ...], masks: dict[str, np.ndarray]
+    ) -> None:
+        if len(blocks) != len(shape):
+            raise ValueError(f"{len(blocks)} block counts for a {len(shape)}-axis grid")
+        ids = np.zeros(shape, dtype=np.int64)
+        for ax, (n, nb) in enumerate(zip(shape, blocks)):
+            if not 1 <= nb <= n:
+                raise ValueError(f"{nb} blocks along an axis of {n} points")
+            along = (np.arange(n) * nb) // n
+            ids = ids * nb + along.reshape([-1 if a == ax else 1 for a in range(len(shape))])
+        self.shape, self.blocks = shape, blocks
+        self.n_experts = int(np.prod(blocks))
+        self.expert_of = torch.as_tensor(ids)
+        self.index: dict[str, Tensor] = {}
+        self.weight: dict[str, Tensor] = {}
+        flat_ids = ids.ravel()
+        for name, mask in masks.items():
+            if mask.shape != shape:
+                raise ValueError(f"mask {name!r} has shape {mask.shape}, the grid {shape}")
+            per = [np.flatnonzero(mask.ravel() & (flat_ids == e)) for e in range(self.n_experts)]
+            m = max(1, max(len(p) for p in per))
+            idx = np.zeros((self.n_experts, m), dtype=np.int64)
+            wt = np.zeros((self.n_experts, m))
+            for e, p in enumerate(per):
+                idx[e, : len(p)] = p
+                wt[e, : len(p)] = 1.0
+            self.index[name] = torch.as_tensor(idx)
+            self.weight[name] = torch.as_tensor(wt)
+
+    def subsample(self, fraction: float, generator: torch.Generator) -> Partition:
+        """The same experts keeping a random `fraction` of each expert's points per residual
+        (at least one where it has any), e.g. for the random constrained points of a step."""
+        if fraction >= 1.0:
+            return self
+        out = object.__new__(Partition)
+        out.shape, out.blocks, out.n_experts = self.shape, self.blocks, self.n_experts
+        out.expert_of, out.index, out.weight = self.expert_of, {}, {}
+        for name, idx in self.index.items():
+            valid = self.weight[name] > 0
+            rows = []
+            for e in range(self.n_experts):
+                pts = idx[e][valid[e]]
+                if len(pts):
+                    keep = max(1, round(fraction * len(pts)))
+                    pts = pts[torch.randperm(len(pts), generator=generator)[:keep]]
+                rows.append(pts)
+            m = max(1, max(len(r) for r in rows))
+            new_idx = torch.zeros(self.n_experts, m, dtype=torch.int64)
+            new_wt = torch.zeros(self.n_experts, m, dtype=torch.float64)
+            for e, r in enumerate(rows):
+                new_idx[e, : len(r)] = r
+                new_wt[e, : len(r)] = 1.0
+            out.index[name], out.weight[name] = new_idx, new_wt
+        return out
+
+    def count(self) -> int:
+        """Constrained points over all experts and residuals."""
+        return int(sum(float(w.sum()) for w in self.weight.values()))
+
+    def gather(self, x: Tensor, name: str) -> Tensor:
+        """`x` [..., *shape] at `name`'s points: [..., E, M]."""
+        flat = x.flatten(-len(self.shape))
+        idx = self.index[name].to(flat.device)
+        return flat[..., idx]
+
+    def spread(self, w: Tensor) -> Tensor:
+        """Per-expert coefficients `w` [B, E, N] as a field [B, N, *shape]: each point gets its
+        expert's coefficients."""
+        ids = self.expert_of.to(w.device)
+        return w[:, ids].movedim(-1, 1)
