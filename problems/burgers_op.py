@@ -194,7 +194,7 @@ class BurgersOp(OperatorProblem):
 
     # -- the discrete PDE on the frames (grid_residuals; see problems/operator.py) ----------
     def grid_terms(self, u: Tensor, times: Tensor) -> dict[str, Tensor]:
-        """u, u_t (second-order differences between frames), u_x, u_xx (spectral)."""
+        """u, u_t (backward differences between frames), u_x, u_xx (spectral)."""
         u = u[:, :, 0]
         return {
             "u": u,
@@ -212,7 +212,10 @@ class BurgersOp(OperatorProblem):
         return {"pde": terms["u_t"] + u * terms["u_x"] - terms["nu"] * terms["u_xx"]}
 
     def grid_masks(self, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-        return {"pde": np.ones(shape, dtype=bool)}
+        """Every frame but the first (given; u_t there would look forward)."""
+        mask = np.ones(shape, dtype=bool)
+        mask[0] = False
+        return {"pde": mask}
 
     # -- the classical solver as a competitor -------------------------------------------
     def solve(

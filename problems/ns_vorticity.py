@@ -357,7 +357,7 @@ class NSVorticity(OperatorMixin, VorticityFlow):
 
     # -- the discrete PDE on the frames (grid_residuals; see problems/operator.py) ----------
     def grid_terms(self, u: Tensor, times: Tensor) -> dict[str, Tensor]:
-        """w, w_t (second-order differences between frames), w_x, w_y, lap w (spectral) and
+        """w, w_t (backward differences between frames), w_x, w_y, lap w (spectral) and
         the velocity (u, v) of w (spectral, linear in w)."""
         w = u[:, :, 0]
         vx, vy = sp.velocity(w)
@@ -383,7 +383,10 @@ class NSVorticity(OperatorMixin, VorticityFlow):
         return {"pde": t["w_t"] + adv - self.nu * t["lap"] - t["f"]}
 
     def grid_masks(self, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-        return {"pde": np.ones(shape, dtype=bool)}
+        """Every frame but the first (given; u_t there would look forward)."""
+        mask = np.ones(shape, dtype=bool)
+        mask[0] = False
+        return {"pde": mask}
 
     # -- the classical solver as a competitor --------------------------------------------------
     def solve(

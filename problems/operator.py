@@ -83,14 +83,20 @@ def check_sizes(data: Mapping[str, Any]) -> dict[str, dict[str, int]]:
 
 
 def time_derivative(u: Tensor, dt: float) -> Tensor:
-    """d/dt of frames `u` `[B, T, ...]` spaced `dt` apart, second order: central differences
-    inside, one-sided three-point formulas at the first and last frame (T >= 3)."""
+    """d/dt of frames `u` `[B, T, ...]` spaced `dt` apart by backward differences: BDF2
+    (3 u_j - 4 u_j-1 + u_j-2) / (2 dt) from frame 2 on, BDF1 at frame 1, and the second-order
+    forward formula at frame 0 (T >= 3).
+
+    Backward, not central: a residual that holds at frames 1..T-1 then IS an implicit
+    time-stepping scheme (A-stable BDF2 after one BDF1 step), with one solution frame by frame.
+    Central differences decouple odd and even frames, so a least-squares fit of them (hard_moe)
+    can satisfy the residual with a frame-to-frame zigzag that is no solution at all."""
     if u.shape[1] < 3:
         raise ValueError(f"a second-order time derivative needs >= 3 frames, got {u.shape[1]}")
-    inner = (u[:, 2:] - u[:, :-2]) / (2 * dt)
     first = (-3 * u[:, :1] + 4 * u[:, 1:2] - u[:, 2:3]) / (2 * dt)
-    last = (3 * u[:, -1:] - 4 * u[:, -2:-1] + u[:, -3:-2]) / (2 * dt)
-    return torch.cat([first, inner, last], dim=1)
+    second = (u[:, 1:2] - u[:, :1]) / dt
+    rest = (3 * u[:, 2:] - 4 * u[:, 1:-1] + u[:, :-2]) / (2 * dt)
+    return torch.cat([first, second, rest], dim=1)
 
 
 def periodic_derivative(u: Tensor, dim: int, order: int = 1, length: float = 1.0) -> Tensor:
@@ -172,7 +178,7 @@ class OperatorMixin:
     #   def grid_terms(self, u: Tensor, times: Tensor) -> dict[str, Tensor]
     #       frames `u` `[B, T, c_out, *grid]` at uniformly spaced `times` -> named fields, each
     #       `[B, T, *grid]`, every one LINEAR in u (u itself, u_t, u_x, u_xx, the velocity of a
-    #       vorticity...); time derivatives by `time_derivative` (second order, T >= 3).
+    #       vorticity...); time derivatives by `time_derivative` (backward, T >= 3).
     #   def grid_inputs(self, inputs: Tensor) -> dict[str, Tensor]
     #       the samples' input channels `[B, c_in, *grid]` -> named fixed fields `[B, 1, *grid]`
     #       (a coefficient, a forcing) that the residual uses beside the terms.

@@ -175,14 +175,27 @@ def test_grid_residual_of_the_data_falls_at_second_order_in_the_frame_spacing():
     """The discrete PDE (`grid_residuals`: second-order time differences between frames,
     spectral space derivatives) of exact trajectories falls as the frames are refined, at
     second order once the initial states' fastest-decaying modes are gone (t >= 0.1)."""
-    from bench.operator_eval import grid_residual_rms
-
     tiny = {s: {"train": 2, "val": 2, "test": 4} for s in ("smoke", "standard", "paper")}
     rms = []
     for nt in (11, 21, 41):
         p = build_problem("burgers_op", n=128, s=64, nt=nt, k_tot=2, t_final=0.5, data=tiny)
         d = p.generate("test", 4, 3)
         k = 2 * (nt - 1) // 10
-        rms.append(grid_residual_rms(p, d.outputs[:, k:], d.inputs, d.times[k:]))
+        rms.append(residual_from(p, d, k))
     orders = np.log2(np.array(rms[:-1]) / np.array(rms[1:]))
-    assert orders[-1] > 1.8 and rms[-1] < 0.05, (rms, orders)
+    assert orders[-1] > 1.8 and rms[-1] < 0.08, (rms, orders)
+
+
+def residual_from(p, d, k: int) -> float:
+    """RMS of the `pde` residual of the data over frames k.. (BDF2 there: frames k - 2.. are
+    passed, and the two BDF-start frames left out)."""
+    import torch
+
+    u = torch.as_tensor(d.outputs[:, k - 2 :], dtype=torch.float64)
+    terms = p.grid_terms(u, torch.as_tensor(d.times[k - 2 :]))
+    x = torch.as_tensor(d.inputs, dtype=torch.float64)
+    terms.update(
+        {n: v.expand(len(u), u.shape[1], *v.shape[2:]) for n, v in p.grid_inputs(x).items()}
+    )
+    r = p.grid_residuals(terms)["pde"][:, 2:]
+    return float(r.square().mean().sqrt())

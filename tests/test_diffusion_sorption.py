@@ -177,7 +177,7 @@ def test_grid_residuals_of_the_reference_fall_at_second_order():
         for name in rms:
             r = res[name].numpy()[:, masks[name] & late]
             rms[name].append(float(np.sqrt((r**2).mean())))
-    assert all(1.8 < o < 2.4 for o in orders(rms["pde"])), rms
+    assert all(1.8 < o < 2.7 for o in orders(rms["pde"])), rms
     # u_xx rms ~2 on these frames: the residual is small against frame_dt D u_xx / R ~ 3e-3
     assert rms["pde"][-1] < 5e-3 * p.frame_dt * p.phys.D, rms
     for name in ("left", "right"):
@@ -185,7 +185,8 @@ def test_grid_residuals_of_the_reference_fall_at_second_order():
 
 
 def test_grid_terms_are_exact_for_quadratics_and_differentiable():
-    """Every stencil is exact for u = a + b x + c x^2 + e t^2 (values at the centres)."""
+    """Every stencil is exact for u = a + b x + c x^2 + e t^2 (values at the centres), but
+    the first-order BDF1 start of u_t."""
     p = build_problem("diffusion_sorption", s=16)
     x = torch.tensor(cell_centres(16), dtype=torch.float64)
     t = torch.linspace(0.0, 2.0, 5, dtype=torch.float64)
@@ -194,7 +195,9 @@ def test_grid_terms_are_exact_for_quadratics_and_differentiable():
     terms = p.grid_terms(u, t)
     torch.testing.assert_close(terms["u_x"][0], (0.7 - 4.0 * x).expand(5, 16))
     torch.testing.assert_close(terms["u_xx"][0], torch.full((5, 16), -4.0, dtype=torch.float64))
-    torch.testing.assert_close(terms["u_t"][0], (0.5 * t[:, None]).expand(5, 16))
+    # backward differences: BDF2 is exact for t^2 from frame 2 on, BDF1 at frame 1
+    torch.testing.assert_close(terms["u_t"][0, 2:], (0.5 * t[2:, None]).expand(3, 16))
+    torch.testing.assert_close(terms["u_t"][0, 1], (0.25 * t[1]).expand(16))
     face = terms["u_face"][0]
     torch.testing.assert_close(face[:, 0], 0.3 + 0.25 * t**2)
     torch.testing.assert_close(face[:, -1], 0.3 + 0.7 - 2.0 + 0.25 * t**2)
