@@ -163,7 +163,7 @@ class HardMoE(OperatorMethod):
         self,
         basis: int = 16,
         experts: Any = 4,
-        horizon: int | None = 10,
+        horizon: int | None = None,
         points: int | None = None,
         ridge: float = 1e-4,
         lm_iters: int = 100,

@@ -36,8 +36,9 @@ The discrete PDE on the frames (`grid_residuals`): u_t by `time_derivative`; u_x
 second-order differences on the cell centres (central inside, one-sided in the first and last
 cell); `u_face`, `u_x_face`: quadratic extrapolations from the three cells next to x = 0 (first
 column) and x = 1 (last column) to that face, zero in the other columns. Residuals:
-`pde` = frame_dt (u_t - D u_xx / R(u)) (the error of the change over one frame interval, in
-units of u like the boundary residuals, so that a pooled least-squares fit weighs them alike),
+`pde` = t_ref (u_t - D u_xx / R(u)) with t_ref = t_final / 100 (the error of the change over
+PDEBench's frame interval, in units of u like the boundary residuals, so that a pooled
+least-squares fit weighs them alike),
 `left` = u_face - u_left, `right` = u_face + D u_x_face. Masks: every frame but
 t = 0 (given, and inconsistent with the boundary values), `pde` in the interior columns,
 `left`/`right` in the first/last column.
@@ -79,6 +80,7 @@ class DiffusionSorption(OperatorProblem):
         t_final: horizon; nt: frames, linspace(0, t_final, nt) (>= 3).
         n: solver cells; s: data cells (s divides n, s >= 4). rtol: the solver's tolerance.
         ic: "constant" (PDEBench) or "smooth"; u0_max: initial states lie in [0, u0_max].
+        smoke: {s, nt}, the data grid and frames of the smoke scale (the others use s, nt).
         data: sizes per scale and split; data_seed: seeds the draws of every split.
     """
 
@@ -107,6 +109,7 @@ class DiffusionSorption(OperatorProblem):
         rtol: float = 1e-6,
         ic: str = "constant",
         u0_max: float = 0.2,
+        smoke: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
         data_seed: int = 0,
     ) -> None:
@@ -139,6 +142,7 @@ class DiffusionSorption(OperatorProblem):
             rtol=check_real("rtol", rtol, minimum=0.0, maximum=1.0),
             ic=ic,
             u0_max=u0_max,
+            smoke=_check_smoke(SMOKE if smoke is None else smoke, n),
             data=check_sizes(DEFAULT_DATA if data is None else data),
             data_seed=check_int("data_seed", data_seed, minimum=0),
         )
@@ -173,19 +177,25 @@ class DiffusionSorption(OperatorProblem):
                 out[i] = 0.5 * top * (1.0 + np.tanh(g))
         return out
 
+    def data_settings(self, scale: str) -> dict[str, Any]:
+        """The smoke scale's coarser data grid and frames (`smoke`); part of the cache key."""
+        return dict(self.params["smoke"]) if scale == "smoke" else {}
+
     def generate(
         self, split: str, n: int, seed: int, progress: Progress | None = None, scale: str = ""
     ) -> OperatorData:
+        cfg = {"s": self.s, "nt": self.params["nt"], **self.data_settings(scale)}
+        s, times = cfg["s"], np.linspace(0.0, self.t_final, cfg["nt"])
         u0 = self.initial_states(n, seed)
-        out = np.empty((n, self.params["nt"], 1, self.s))
+        out = np.empty((n, len(times), 1, s))
         for lo in range(0, n, BATCH):
             hi = min(n, lo + BATCH)
-            traj = solve(u0[lo:hi], self.times, self.phys, self.params["rtol"], self._atol())
-            out[lo:hi, :, 0] = average_down(traj, self.s)
+            traj = solve(u0[lo:hi], times, self.phys, self.params["rtol"], self._atol())
+            out[lo:hi, :, 0] = average_down(traj, s)
             if progress is not None:
                 progress(hi, n)
-        meta = {"ic": f"{self.params['ic']} (PDEBench: constant U(0, 0.2))"}
-        return OperatorData(out[:, 0].copy(), out, (self.grid,), self.times, meta)
+        meta = {"ic": f"{self.params['ic']} (PDEBench: constant U(0, 0.2))", "settings": cfg}
+        return OperatorData(out[:, 0].copy(), out, (cell_centres(s),), times, meta)
 
     def _atol(self, rtol: float | None = None) -> float:
         return 1e-3 * (self.params["rtol"] if rtol is None else rtol)
@@ -202,15 +212,17 @@ class DiffusionSorption(OperatorProblem):
         `[N, T - 1, 1, s]`, on `resolution` {"n": cells, "rtol": tolerance} ({} = the data's):
         the start is moved to n cells (averages when n < s, a linear reconstruction when
         n > s), solved there, and the result averaged to (or reconstructed on) the s cells."""
-        n, rtol = check_resolution(resolution or {}, self.n, self.params["rtol"], self.s)
         start = np.asarray(start, dtype=np.float64)
-        if start.ndim != 3 or start.shape[1:] != (1, self.s):
-            raise ValueError(f"start must be [N, 1, {self.s}], got {start.shape}")
+        grids = (self.s, self.params["smoke"]["s"])
+        if start.ndim != 3 or start.shape[1] != 1 or start.shape[2] not in grids:
+            raise ValueError(f"start must be [N, 1, s] with s in {grids}, got {start.shape}")
+        s = start.shape[2]
+        n, rtol = check_resolution(resolution or {}, self.n, self.params["rtol"], s)
         u0 = start[:, 0]
-        u0 = prolong(u0, n) if n >= self.s else average_down(u0, n)
+        u0 = prolong(u0, n) if n >= s else average_down(u0, n)
         traj = solve(u0, np.asarray(times, dtype=np.float64), self.phys, rtol, self._atol(rtol))
         traj = traj[:, 1:]
-        out = average_down(traj, self.s) if n >= self.s else prolong(traj, self.s)
+        out = average_down(traj, s) if n >= s else prolong(traj, s)
         return out[:, :, None]
 
     def classical_ladder(self) -> list[dict[str, Any]]:
@@ -269,21 +281,22 @@ class DiffusionSorption(OperatorProblem):
         return 1.0 + p.K * p.n_f * (torch.clamp(u, min=0.0) + p.eps) ** (p.n_f - 1.0)
 
     def grid_residuals(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
-        """`pde` = frame_dt (u_t - D u_xx / R(u)): the mismatch of the change of u over one
+        """`pde` = t_ref (u_t - D u_xx / R(u)): the mismatch of the change of u over PDEBench's
         frame interval, in units of u, like `left` = u_face - u_left and `right` = u_face +
         D u_x_face, so that a pooled least-squares fit (hard_moe) weighs them alike."""
         p = self.phys
         rate = terms["u_t"] - p.D * terms["u_xx"] / self.retardation(terms["u"])
         return {
-            "pde": self.frame_dt * rate,
+            "pde": self.t_ref * rate,
             "left": terms["u_face"] - p.u_left,
             "right": terms["u_face"] + p.D * terms["u_x_face"],
         }
 
     @property
-    def frame_dt(self) -> float:
-        """The interval between data frames."""
-        return self.params["t_final"] / (self.params["nt"] - 1)
+    def t_ref(self) -> float:
+        """The residual's time scale: PDEBench's frame interval, t_final / 100 (fixed, so
+        that every data scale's residuals are in the same units)."""
+        return self.params["t_final"] / 100
 
     def grid_masks(self, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
         """Every frame but t = 0; `pde` inside, `left`/`right` in the first/last column."""
@@ -292,6 +305,19 @@ class DiffusionSorption(OperatorProblem):
         masks["left"][1:, 0] = True
         masks["right"][1:, -1] = True
         return masks
+
+
+SMOKE = {"s": 64, "nt": 26}
+
+
+def _check_smoke(smoke: Any, n: int) -> dict[str, int]:
+    """The smoke scale's data grid {s, nt}: s divides the solver grid n, nt >= 3."""
+    if not isinstance(smoke, dict) or set(smoke) != {"s", "nt"}:
+        raise ConfigError(f"smoke must be {{s: cells, nt: frames}}, got {smoke!r}")
+    s = check_int("smoke.s", smoke["s"], minimum=4)
+    if n % s:
+        raise ConfigError(f"smoke.s = {s} must divide the solver grid n = {n}")
+    return {"s": s, "nt": check_int("smoke.nt", smoke["nt"], minimum=3)}
 
 
 def check_resolution(resolution: dict[str, Any], n: int, rtol: float, s: int) -> tuple[int, float]:

@@ -128,11 +128,12 @@ def test_data_layout_and_draws():
     data = p.operator_data("test", "smoke", progress=lambda d, t: calls.append((d, t)))
     n = p.data_sizes("smoke")["test"]
     assert calls[-1] == (n, n)
-    assert data.outputs.shape == (n, 101, 1, 256) and data.inputs.shape == (n, 1, 256)
+    # the smoke scale's own grid (`smoke`: 64 cells, 26 frames)
+    assert data.outputs.shape == (n, 26, 1, 64) and data.inputs.shape == (n, 1, 64)
     assert data.outputs.dtype == np.float32
     np.testing.assert_array_equal(data.inputs[:, 0], data.outputs[:, 0, 0])
-    np.testing.assert_allclose(data.grid[0], (np.arange(256) + 0.5) / 256)
-    np.testing.assert_array_equal(data.times, np.linspace(0.0, 500.0, 101))
+    np.testing.assert_allclose(data.grid[0], (np.arange(64) + 0.5) / 64)
+    np.testing.assert_array_equal(data.times, np.linspace(0.0, 500.0, 26))
     u0 = data.inputs[:, 0]
     assert np.all(u0.min(axis=1) == u0.max(axis=1)) and 0 <= u0.min() and u0.max() <= 0.2
     assert len(np.unique(u0[:, 0])) == n
@@ -178,8 +179,8 @@ def test_grid_residuals_of_the_reference_fall_at_second_order():
             r = res[name].numpy()[:, masks[name] & late]
             rms[name].append(float(np.sqrt((r**2).mean())))
     assert all(1.8 < o < 2.7 for o in orders(rms["pde"])), rms
-    # u_xx rms ~2 on these frames: the residual is small against frame_dt D u_xx / R ~ 3e-3
-    assert rms["pde"][-1] < 5e-3 * p.frame_dt * p.phys.D, rms
+    # u_xx rms ~2 on these frames: the residual is small against t_ref D u_xx / R ~ 3e-3
+    assert rms["pde"][-1] < 5e-3 * p.t_ref * p.phys.D, rms
     for name in ("left", "right"):
         assert all(o > 1.8 for o in orders(rms[name])) and rms[name][-1] < 1e-5, rms
 
@@ -237,3 +238,15 @@ def test_bad_resolution_is_rejected():
     for res in ({"dt": 1.0}, {"n": 48}, {"rtol": 2.0}):
         with pytest.raises(ConfigError):
             p.solve(start, start, times, res)
+
+
+def test_smoke_scale_has_its_own_coarser_grid_and_the_solver_follows_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PHYSBENCH_CACHE", str(tmp_path))
+    p = build_problem("diffusion_sorption", smoke={"s": 32, "nt": 6}, n=64, s=64, t_final=50.0)
+    d = p.operator_data("test", "smoke")
+    assert d.outputs.shape[1:] == (6, 1, 32) and len(d.grid[0]) == 32 and len(d.times) == 6
+    again = p.solve(d.outputs[:, 0], d.inputs, d.times, {})
+    np.testing.assert_allclose(again, d.outputs[:, 1:], rtol=0, atol=1e-5)
+    assert p.data_key("test", 4, "smoke") != p.data_key("test", 4, "standard")
+    with pytest.raises(ConfigError, match="smoke.s = 48 must divide"):
+        build_problem("diffusion_sorption", smoke={"s": 48, "nt": 6}, n=64, s=64)
