@@ -154,14 +154,20 @@ class OperatorScorer:
 
 
 def grid_residual_rms(
-    problem: Any, frames: np.ndarray, inputs: np.ndarray, times: np.ndarray, batch: int = 16
+    problem: Any,
+    frames: np.ndarray,
+    inputs: np.ndarray,
+    times: np.ndarray,
+    skip: int = 0,
+    batch: int = 16,
 ) -> float:
     """RMS over samples and masked points of every `problem.grid_residuals` term of `frames`
-    `[n, T, c, *grid]` at `times` (float64, `batch` samples at a time)."""
+    `[n, T, c, *grid]` at `times`, leaving out the first `skip` frames (e.g. the start of the
+    backward differences); float64, `batch` samples at a time."""
     import torch
 
     shape = (frames.shape[1], *frames.shape[3:])
-    masks = {k: torch.as_tensor(v) for k, v in problem.grid_masks(shape).items()}
+    masks = {k: torch.as_tensor(v[skip:]) for k, v in problem.grid_masks(shape).items()}
     t = torch.as_tensor(np.asarray(times, dtype=np.float64))
     total, count = 0.0, 0
     with torch.no_grad():
@@ -172,7 +178,7 @@ def grid_residual_rms(
             for k, v in problem.grid_inputs(x).items():
                 terms[k] = v.expand(len(u), shape[0], *v.shape[2:])
             for name, r in problem.grid_residuals(terms).items():
-                vals = r[:, masks[name]]
+                vals = r[:, skip:][:, masks[name]]
                 total += float(vals.square().sum())
                 count += vals.numel()
     return math.sqrt(total / max(count, 1))

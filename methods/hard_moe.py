@@ -45,7 +45,7 @@ from bench.registry import register_method
 from methods.base import Budget, OperatorPredictor, Report
 from methods.fno import FNONet
 from methods.least_squares import Partition, _normal, implicit_solution, lm_solve
-from methods.operator import OperatorMethod, StepModel
+from methods.operator import OperatorMethod, Selector, StepModel
 from problems.base import ConfigError, OperatorData, Problem, check_int, check_real
 from problems.operator import uniform_step
 
@@ -335,8 +335,8 @@ class HardMoE(OperatorMethod):
         points = self.points if self.points is not None else budget.points
         fraction = 1.0 if points is None else min(1.0, points / part.count())
         opt = self.optimiser(list(model.parameters()))
-        best: tuple[float, dict[str, Tensor] | None] = (math.inf, None)
-        step, val_step, stop = 0, -1, False
+        selector = Selector(self, pred, val, context, model)
+        step, stop = 0, False
         while not stop:
             perm = torch.randperm(n, generator=gen)
             for i in range(0, n, b):
@@ -358,18 +358,11 @@ class HardMoE(OperatorMethod):
                 opt.step()
                 step += 1
                 scalars = {"loss": float(loss.detach()), "lr": lr, **stats}
-                if step % self.val_every == 0:
-                    scalars["val_rel_l2"] = v = self.validate(pred, val, context)
-                    val_step, best = step, self.keep_best(best, v, model)
+                selector.after(step, scalars)
                 stop = report(step, evals=step, predictor=pred, **scalars)
                 if stop:
                     break
-        if self.select == "val":
-            if val_step != step:
-                best = self.keep_best(best, self.validate(pred, val, context), model)
-            if best[1] is not None:
-                model.load_state_dict(best[1])
-        model.eval()
+        selector.finish(step)
         return pred
 
 

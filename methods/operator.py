@@ -36,7 +36,7 @@ from methods.base import Budget, Method, OperatorPredictor, Report
 from problems.base import ConfigError, OperatorData, Problem, check_int, check_real
 from problems.operator import data_scale
 
-__all__ = ["OperatorMethod", "StepModel", "TorchOperatorPredictor"]
+__all__ = ["OperatorMethod", "Selector", "StepModel", "TorchOperatorPredictor"]
 
 LOSSES = ("rel_l2", "rel_mse")
 NORMS = ("std", "minmax", "none")
@@ -287,9 +287,8 @@ class OperatorMethod(Method):
         gen = self.generator(7)
         opt = self.optimiser(list(model.parameters()))
         context = int(getattr(problem, "context", 1))
-        best: tuple[float, dict[str, Tensor] | None] = (math.inf, None)
-        step, val_step = 0, -1
-        stop = False
+        selector = Selector(self, pred, val, context, model)
+        step, stop = 0, False
         while not stop:
             perm = torch.randperm(n, generator=gen)
             for i in range(0, n, b):
@@ -308,18 +307,11 @@ class OperatorMethod(Method):
                 opt.step()
                 step += 1
                 scalars = {"loss": float(loss.detach()), "lr": lr}
-                if step % self.val_every == 0:
-                    scalars["val_rel_l2"] = v = self.validate(pred, val, context)
-                    val_step, best = step, self.keep_best(best, v, model)
+                selector.after(step, scalars)
                 stop = report(step, evals=step, predictor=pred, **scalars)
                 if stop:
                     break
-        if self.select == "val":
-            if val_step != step:
-                best = self.keep_best(best, self.validate(pred, val, context), model)
-            if best[1] is not None:
-                model.load_state_dict(best[1])
-        model.eval()
+        selector.finish(step)
         return pred
 
     def loss_of(self, pred: Tensor, true: Tensor) -> Tensor:
@@ -335,9 +327,42 @@ class OperatorMethod(Method):
         out = pred.rollout(val.outputs[:, :context], val.inputs, steps)
         return float(np.mean(per_sample_rel_l2(out, val.outputs[:, context:].astype(np.float64))))
 
-    def keep_best(
-        self, best: tuple[float, dict[str, Tensor] | None], value: float, model: nn.Module
-    ) -> tuple[float, dict[str, Tensor] | None]:
-        if self.select == "val" and math.isfinite(value) and value < best[0]:
-            return value, {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return best
+
+class Selector:
+    """Validation every `val_every` steps (into the step's scalars as `val_rel_l2`) and, with
+    `select: val`, the best weights restored at the end (validated once more if the last step
+    was not); the model is left in eval mode."""
+
+    def __init__(
+        self, method: OperatorMethod, pred: OperatorPredictor, val: OperatorData, context: int,
+        model: nn.Module,
+    ) -> None:  # fmt: skip
+        self.method, self.pred, self.val, self.context, self.model = (
+            method,
+            pred,
+            val,
+            context,
+            model,
+        )
+        self.best: tuple[float, dict[str, Tensor] | None] = (math.inf, None)
+        self.last = -1
+
+    def after(self, step: int, scalars: dict[str, float]) -> None:
+        if step % self.method.val_every == 0:
+            scalars["val_rel_l2"] = self._validate()
+            self.last = step
+
+    def _validate(self) -> float:
+        v = self.method.validate(self.pred, self.val, self.context)
+        if self.method.select == "val" and math.isfinite(v) and v < self.best[0]:
+            state = {k: t.detach().clone() for k, t in self.model.state_dict().items()}
+            self.best = (v, state)
+        return v
+
+    def finish(self, step: int) -> None:
+        if self.method.select == "val":
+            if self.last != step:
+                self._validate()
+            if self.best[1] is not None:
+                self.model.load_state_dict(self.best[1])
+        self.model.eval()
