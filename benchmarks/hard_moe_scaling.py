@@ -13,8 +13,8 @@ constrained points are the same for every expert count, so only the decompositio
 
 Each expert count runs in a fresh process: `--warmup` steps, then `--steps` timed steps; the
 table shows the median ms/step, the mean LM iterations, and the peak memory of the steps
-(CPU: the growth of the process's peak resident set during the steps, so memory that data
-loading already touched is not counted; CUDA: torch's peak allocated memory).
+(CPU: the process's peak resident set minus its resident set before the timed steps, so
+the data and the model are not counted; CUDA: torch's peak allocated memory).
 """
 
 from __future__ import annotations
@@ -34,6 +34,12 @@ import torch
 from bench.registry import build_method, build_problem
 from methods.base import Budget
 from methods.hard_moe import residual_rms
+
+
+def _rss_kb() -> int:
+    """The current resident set in KiB (Linux), as ru_maxrss counts it."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 def one(args: argparse.Namespace) -> dict:
@@ -66,7 +72,7 @@ def one(args: argparse.Namespace) -> dict:
         step()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = _rss_kb()
     times, iters = [], []
     for _ in range(args.steps):
         t0 = time.perf_counter()
