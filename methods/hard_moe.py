@@ -25,6 +25,10 @@ One *shot* maps the state u_s at a start frame to the next `horizon` frames:
 loss (the paper's PI-SC: the same FNO with one output). Prediction over more than `horizon`
 frames chains shots from the last predicted frame (the problems are autonomous).
 
+The residual is the problem's discrete PDE on the frames (`grid_residuals`), with backward
+time differences: holding at every frame it is an A-stable implicit scheme (BDF2); with
+central differences the least-squares fit can zigzag between odd and even frames.
+
 Deviations from the paper: the FNO sees time as channels (a 1-D / 2-D FNO instead of 2-D /
 3-D), smaller default sizes for a CPU (the YAML), the initial condition is exact by
 construction for every problem (the paper penalises it for diffusion–sorption), and no
@@ -44,10 +48,10 @@ from torch import Tensor, nn
 from bench.registry import register_method
 from methods.base import Budget, OperatorPredictor, Report
 from methods.fno import FNONet
-from methods.least_squares import Partition, _normal, implicit_solution, lm_solve
+from methods.least_squares import Partition, implicit_solution, lm_solve
 from methods.operator import OperatorMethod, Selector, StepModel
 from problems.base import ConfigError, OperatorData, Problem, check_int, check_real
-from problems.operator import uniform_step
+from problems.operator import data_scale, uniform_step
 
 __all__ = ["ConstraintSystem", "HardMoE", "SoftConstraint"]
 
@@ -248,7 +252,7 @@ class HardMoE(OperatorMethod):
     def _setup(
         self, problem: Problem, budget: Budget
     ) -> tuple[StepModel, OperatorData, OperatorData, Partition, float]:
-        t_len = len(problem.operator_data("val", _scale(budget)).times)
+        t_len = len(problem.operator_data("val", data_scale(budget.name)).times)
         context = int(getattr(problem, "context", 1))
         avail = t_len - context
         horizon = avail if self.horizon is None else min(self.horizon, avail)
@@ -303,11 +307,9 @@ class HardMoE(OperatorMethod):
         sol = lm_solve(
             system.residuals_and_jacobian, w0, self.ridge, self.lm_iters, self.lm_tol, self.lm_tol
         )
-        F, J = system.residuals_and_jacobian(sol.w)
-        hess = _normal(F, J, sol.w, self.ridge)[2]
         w = sol.w
         if torch.is_grad_enabled() and b.requires_grad:
-            w = implicit_solution(system.residuals, sol.w, self.ridge, hess)
+            w = implicit_solution(system.residuals, sol.w, self.ridge, sol.hess)
         stats = {
             "lm_iters": float(sol.iterations),
             "lm_converged": sol.converged,
@@ -398,12 +400,6 @@ def terms_used(
 def residual_rms(res: Tensor, part: Partition) -> Tensor:
     """Per-sample RMS [B] of the residuals `res` [B, E, M] over the constrained points."""
     return (res.square().sum(dim=(1, 2)) / max(part.count(), 1)).sqrt()
-
-
-def _scale(budget: Budget) -> str:
-    from problems.operator import data_scale
-
-    return data_scale(budget.name)
 
 
 class ShotPredictor(OperatorPredictor):

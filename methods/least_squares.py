@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["LMResult", "Partition", "implicit_solution", "lm_solve"]
+__all__ = ["LMResult", "Partition", "implicit_solution", "lm_solve", "normal_equations"]
 
 # F(w) -> (F [B, E, M], J [B, E, N, M]): residuals and their Jacobian (rows along the last axis)
 Residuals = Callable[[Tensor], tuple[Tensor, Tensor]]
@@ -33,13 +33,16 @@ Residuals = Callable[[Tensor], tuple[Tensor, Tensor]]
 @dataclass
 class LMResult:
     w: Tensor  # [B, E, N] the solution (no grad)
+    hess: Tensor  # [B, E, N, N] the Gauss–Newton matrix J J^T + ridge^2 I there
     iterations: int  # iterations until every problem converged (or max_iter)
     converged: float  # fraction of the problems that met the tolerance
     cost0: float  # mean of C at the initial w
     cost: float  # mean of C at the solution
 
 
-def _normal(F: Tensor, J: Tensor, w: Tensor, ridge: float) -> tuple[Tensor, Tensor, Tensor]:
+def normal_equations(
+    F: Tensor, J: Tensor, w: Tensor, ridge: float
+) -> tuple[Tensor, Tensor, Tensor]:
     """(cost [B, E], gradient [B, E, N], Gauss–Newton matrix [B, E, N, N])."""
     n = w.shape[-1]
     eye = torch.eye(n, dtype=w.dtype, device=w.device)
@@ -64,7 +67,7 @@ def lm_solve(
     with torch.no_grad():
         w = w0.clone()
         F, J = residuals(w)
-        cost, grad, hess = _normal(F, J, w, ridge)
+        cost, grad, hess = normal_equations(F, J, w, ridge)
         cost0 = float(cost.mean())
         lam = torch.full(cost.shape, 1e-3, dtype=w.dtype, device=w.device)
         done = torch.zeros(cost.shape, dtype=torch.bool, device=w.device)
@@ -78,7 +81,7 @@ def lm_solve(
             step = -torch.linalg.solve(damped, grad)
             step = torch.where(done[..., None], torch.zeros_like(step), step)
             F_new, J_new = residuals(w + step)
-            cost_new, grad_new, hess_new = _normal(F_new, J_new, w + step, ridge)
+            cost_new, grad_new, hess_new = normal_equations(F_new, J_new, w + step, ridge)
             ok = (cost_new <= cost) & torch.isfinite(cost_new) & ~done
             small = step.norm(dim=-1) <= atol + rtol * w.norm(dim=-1)
             settled = cost - cost_new <= atol * atol + rtol * cost
@@ -92,7 +95,7 @@ def lm_solve(
             done = done | (ok & small & settled)
             if bool(done.all()):
                 break
-    return LMResult(w, iterations, float(done.double().mean()), cost0, float(cost.mean()))
+    return LMResult(w, hess, iterations, float(done.double().mean()), cost0, float(cost.mean()))
 
 
 def implicit_solution(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from methods.least_squares import Partition, _normal, implicit_solution, lm_solve
+from methods.least_squares import Partition, implicit_solution, lm_solve
 
 
 @pytest.fixture(autouse=True)
@@ -92,9 +92,7 @@ def test_implicit_gradient_equals_the_gradient_of_the_closed_form_solution():
             rtol=1e-13,
             atol=1e-13,
         )
-        Fs, Js = F(sol.w, theta), theta.transpose(-1, -2)
-        hess = _normal(Fs, Js, sol.w, ridge)[2]
-    w = implicit_solution(lambda w_: F(w_, theta), sol.w, ridge, hess)
+    w = implicit_solution(lambda w_: F(w_, theta), sol.w, ridge, sol.hess)
     assert torch.equal(w.detach(), sol.w)  # the value is the solver's, untouched
     (g,) = torch.autograd.grad((w * probe).sum(), theta)
     assert torch.allclose(g, g_ref, rtol=1e-7, atol=1e-9)
@@ -106,9 +104,7 @@ def test_implicit_gradient_of_a_nonlinear_zero_residual_problem_matches_finite_d
     res, fj = _rosen_like(target)
     with torch.no_grad():
         sol = lm_solve(fj, torch.ones(1, 1, 2), 0.0, rtol=1e-13, atol=1e-14)
-        F, J = fj(sol.w)
-        hess = _normal(F, J, sol.w, 0.0)[2]
-    w = implicit_solution(res, sol.w, 0.0, hess)
+    w = implicit_solution(res, sol.w, 0.0, sol.hess)
     (g,) = torch.autograd.grad(w[..., 0].sum(), target)
     assert g[0, 0, 0].item() == pytest.approx(1 / (2 * 2.0**0.5), rel=1e-8)
     assert g[0, 0, 1].item() == pytest.approx(0.0, abs=1e-10)
