@@ -101,11 +101,11 @@ class ConstraintSystem:
             vals[k] = base + torch.einsum("ben,benm->bem", w, tb)
         return {**vals, **self.fixed[r]}
 
-    def residuals(self, w: Tensor, detach: bool = False) -> Tensor:
-        """F [B, E, M] (padding rows zero), differentiable in w and (unless `detach`) in b."""
+    def residuals(self, w: Tensor) -> Tensor:
+        """F [B, E, M] (padding rows zero), differentiable in w and in the basis."""
         out = []
         for r in self.names:
-            res = self.problem.grid_residuals(self._values(r, w, detach))[r]
+            res = self.problem.grid_residuals(self._values(r, w, False))[r]
             out.append(res * self.weight[r])
         return torch.cat(out, dim=-1)
 

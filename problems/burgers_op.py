@@ -43,6 +43,7 @@ from problems.base import Box, ConfigError, OperatorData, check_int, check_real
 from problems.operator import (
     OperatorProblem,
     Progress,
+    after_first_frame,
     check_sizes,
     periodic_derivative,
     time_derivative,
@@ -198,7 +199,7 @@ class BurgersOp(OperatorProblem):
         u = u[:, :, 0]
         return {
             "u": u,
-            "u_t": time_derivative(u, uniform_step(times.detach().cpu().numpy())),
+            "u_t": time_derivative(u, uniform_step(times)),
             "u_x": periodic_derivative(u, -1, 1, self.length),
             "u_xx": periodic_derivative(u, -1, 2, self.length),
         }
@@ -212,10 +213,7 @@ class BurgersOp(OperatorProblem):
         return {"pde": terms["u_t"] + u * terms["u_x"] - terms["nu"] * terms["u_xx"]}
 
     def grid_masks(self, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-        """Every frame but the first (given; u_t there would look forward)."""
-        mask = np.ones(shape, dtype=bool)
-        mask[0] = False
-        return {"pde": mask}
+        return {"pde": after_first_frame(shape)}
 
     # -- the classical solver as a competitor -------------------------------------------
     def solve(

@@ -241,7 +241,6 @@ class DiffusionSorption(OperatorProblem):
         linear in u and second order on the cell-centred data grid."""
         u = u[:, :, 0]
         h = 1.0 / u.shape[-1]
-        t = times.detach().cpu().numpy() if isinstance(times, Tensor) else times
         ux = torch.cat(
             [
                 (-3 * u[..., :1] + 4 * u[..., 1:2] - u[..., 2:3]) / (2 * h),
@@ -265,7 +264,7 @@ class DiffusionSorption(OperatorProblem):
         dright = (2 * u[..., -1:] - 3 * u[..., -2:-1] + u[..., -3:-2]) / h
         return {
             "u": u,
-            "u_t": time_derivative(u, uniform_step(t)),
+            "u_t": time_derivative(u, uniform_step(times)),
             "u_x": ux,
             "u_xx": uxx,
             "u_face": torch.cat([left, zeros, right], dim=-1),

@@ -50,12 +50,14 @@ from problems.navier_stokes import divergence
 from problems.operator import (
     OperatorMixin,
     Progress,
+    after_first_frame,
     check_sizes,
     periodic_derivative,
     time_derivative,
     uniform_step,
 )
 from problems.solvers import ns_spectral as sp
+from problems.solvers.ns_spectral import resample
 
 __all__ = ["Kolmogorov", "NSVorticity", "VorticityFlow", "resample"]
 
@@ -363,7 +365,7 @@ class NSVorticity(OperatorMixin, VorticityFlow):
         vx, vy = sp.velocity(w)
         return {
             "w": w,
-            "w_t": time_derivative(w, uniform_step(times.detach().cpu().numpy())),
+            "w_t": time_derivative(w, uniform_step(times)),
             "w_x": periodic_derivative(w, -2),
             "w_y": periodic_derivative(w, -1),
             "lap": periodic_derivative(w, -2, 2) + periodic_derivative(w, -1, 2),
@@ -383,10 +385,7 @@ class NSVorticity(OperatorMixin, VorticityFlow):
         return {"pde": t["w_t"] + adv - self.nu * t["lap"] - t["f"]}
 
     def grid_masks(self, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-        """Every frame but the first (given; u_t there would look forward)."""
-        mask = np.ones(shape, dtype=bool)
-        mask[0] = False
-        return {"pde": mask}
+        return {"pde": after_first_frame(shape)}
 
     # -- the classical solver as a competitor --------------------------------------------------
     def solve(
@@ -446,22 +445,6 @@ def _check_steps(key: str, span: float, dt: float) -> None:
         raise ConfigError(
             f"{key}: the frame interval {span:g} must be a whole number of steps dt = {dt:g}"
         )
-
-
-def resample(w: Tensor, s: int) -> Tensor:
-    """Periodic fields `[..., m, m]` on the s x s grid by Fourier truncation (s < m) or
-    zero-padding (s > m); the Nyquist modes of the smaller even grid are dropped (a real grid
-    cannot hold both of their signs). The identity when s == m."""
-    m = w.shape[-1]
-    if s == m:
-        return w
-    c = torch.fft.rfft2(w)
-    out = torch.zeros((*w.shape[:-2], s, s // 2 + 1), dtype=c.dtype, device=c.device)
-    k = (min(m, s) + 1) // 2  # modes 0..k-1 and -(k-1)..-1 per axis
-    out[..., :k, :k] = c[..., :k, :k]
-    if k > 1:
-        out[..., -(k - 1) :, :k] = c[..., -(k - 1) :, :k]
-    return torch.fft.irfft2(out * (s / m) ** 2, s=(s, s))
 
 
 @register_problem("kolmogorov")

@@ -40,6 +40,7 @@ __all__ = [
     "OperatorMixin",
     "OperatorProblem",
     "Progress",
+    "after_first_frame",
     "check_sizes",
     "data_scale",
     "periodic_derivative",
@@ -113,8 +114,18 @@ def periodic_derivative(u: Tensor, dim: int, order: int = 1, length: float = 1.0
     return torch.fft.irfft(c, n=n, dim=dim).to(u.dtype)
 
 
+def after_first_frame(shape: tuple[int, ...]) -> np.ndarray:
+    """A `grid_masks` entry: every point of every frame but the first (the given start, where
+    a backward difference has no past)."""
+    mask = np.ones(shape, dtype=bool)
+    mask[0] = False
+    return mask
+
+
 def uniform_step(times: Any) -> float:
-    """The spacing of uniformly spaced `times`, or a ValueError."""
+    """The spacing of uniformly spaced `times` (array or tensor), or a ValueError."""
+    if isinstance(times, Tensor):
+        times = times.detach().cpu()
     t = np.asarray(times, dtype=np.float64)
     step = np.diff(t)
     if len(t) < 2 or not np.allclose(step, step[0], rtol=1e-6, atol=0.0):

@@ -3,8 +3,6 @@ constrained solve, the implicit gradient through a whole shot, training, and bad
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -194,7 +192,6 @@ def test_problems_without_grid_residuals_are_not_applicable():
     why = m.applicable(build_problem("ks"))
     assert why is not None and "grid_residuals" in why
     assert m.applicable(tiny_burgers()) is None
-    assert math.isfinite(m.ridge)
 
 
 def test_cell_through_the_harness_reports_residuals_and_no_one_step(tmp_path, monkeypatch):

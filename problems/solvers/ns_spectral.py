@@ -55,6 +55,7 @@ __all__ = [
     "grf",
     "grid",
     "kolmogorov_forcing",
+    "resample",
     "solve_vorticity",
     "stream_function",
     "velocity",
@@ -370,3 +371,19 @@ def _as_field(w: Tensor, name: str) -> Tensor:
     if not torch.all(torch.isfinite(w)):
         raise ValueError(f"{name} must be finite")
     return w
+
+
+def resample(w: Tensor, s: int) -> Tensor:
+    """Periodic fields `[..., m, m]` on the s x s grid by Fourier truncation (s < m) or
+    zero-padding (s > m); the Nyquist modes of the smaller even grid are dropped (a real grid
+    cannot hold both of their signs). The identity when s == m."""
+    m = w.shape[-1]
+    if s == m:
+        return w
+    c = torch.fft.rfft2(w)
+    out = torch.zeros((*w.shape[:-2], s, s // 2 + 1), dtype=c.dtype, device=c.device)
+    k = (min(m, s) + 1) // 2  # modes 0..k-1 and -(k-1)..-1 per axis
+    out[..., :k, :k] = c[..., :k, :k]
+    if k > 1:
+        out[..., -(k - 1) :, :k] = c[..., -(k - 1) :, :k]
+    return torch.fft.irfft2(out * (s / m) ** 2, s=(s, s))
