@@ -248,7 +248,7 @@ def execute(
 
         title = f"{method_name} × {problem_name} (seed {cfg.seed}, {budget_name})"
         mode = RunProgress.pick_mode(str(cfg.progress), multirun)
-        if "operator_data" in method.needs:
+        if "operator_data" in method.needs_for(problem):
             scorer, data_metrics = prepare_operator_data(problem, budget_name, mode)
             target: Any = scorer.curve_score
         else:

@@ -10,6 +10,12 @@ constrained points are the same for every expert count, so only the decompositio
     .venv/bin/python benchmarks/hard_moe_scaling.py --problem ns_vorticity --horizon 10 \\
         --batch 4 --scale standard
     .venv/bin/python benchmarks/hard_moe_scaling.py --device cuda        # on a GPU
+    .venv/bin/python benchmarks/hard_moe_scaling.py --problem burgers --points 8000
+                                    # the MLP backbone (a single-instance problem)
+
+On a single-instance problem a step is the MLP backbone's (methods/hard_mlp.py): fresh points
+(`--points` interior points, the conditions' defaults), the basis functions' derivatives, the
+experts' solves, the implicit gradient, backward and Adam; the experts split the space axes.
 
 Each expert count runs in a fresh process: `--warmup` steps, then `--steps` timed steps; the
 table shows the median ms/step, the mean LM iterations, and the peak memory of the steps
@@ -49,6 +55,8 @@ def one(args: argparse.Namespace) -> dict:
     extra = {} if args.horizon is None else {"horizon": args.horizon}
     m = build_method("hard_moe", basis=args.basis, experts=args.one, batch_size=args.batch, **extra)
     m.device, m.dtype, m.seed = device, torch.float32, 0
+    if "operator_data" not in problem.capabilities:
+        return one_mlp(args, m, problem)
     model, train, _, part, dt = m._setup(problem, Budget(name=args.scale, steps=10))
     frames = torch.as_tensor(train.outputs[: args.batch], dtype=torch.float64, device=device)
     inputs = torch.as_tensor(train.inputs[: args.batch], dtype=torch.float64, device=device)
@@ -88,6 +96,46 @@ def one(args: argparse.Namespace) -> dict:
         "blocks": list(part.blocks),
         "points": points,
         "points_per_expert": points / part.n_experts,
+        "ms_per_step": 1000 * statistics.median(times),
+        "lm_iters": statistics.mean(iters),
+        "peak_mb": peak,
+    }
+
+
+def one_mlp(args: argparse.Namespace, m: object, problem: object) -> dict:
+    """The same measurement for the MLP backbone on a single-instance problem."""
+    from methods.hard_mlp import Trainer
+    from methods.least_squares import implicit_solution
+
+    m.points = args.points  # type: ignore[attr-defined]
+    tr = Trainer(m, problem, Budget(name="custom", steps=10))  # type: ignore[arg-type]
+    opt = torch.optim.Adam(tr.net.parameters(), lr=1e-3)
+
+    def step() -> float:
+        system = tr.system(tr.gen)
+        sol = tr.solve(system)
+        w = implicit_solution(system.residuals, sol.w, m.ridge, sol.hess)  # type: ignore[attr-defined]
+        loss = system.residuals(w).square().sum().div(tr.experts.n).sqrt()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(sol.iterations)
+
+    for _ in range(args.warmup):
+        step()
+    rss0 = _rss_kb()
+    times, iters = [], []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        iters.append(step())
+        times.append(time.perf_counter() - t0)
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    points = sum(tr.sizes)
+    return {
+        "experts": tr.experts.n,
+        "blocks": list(tr.experts.blocks),
+        "points": points,
+        "points_per_expert": points / tr.experts.n,
         "ms_per_step": 1000 * statistics.median(times),
         "lm_iters": statistics.mean(iters),
         "peak_mb": peak,

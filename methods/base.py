@@ -208,9 +208,15 @@ class Method(ABC):
     def fit(self, problem: Problem, budget: Budget, report: Report) -> Predictor:
         """Train on `problem` within `budget`, calling `report` after every step."""
 
+    def needs_for(self, problem: Problem) -> frozenset[str]:
+        """The capabilities this method needs on `problem`: `needs`, unless the method has
+        one mode per kind of problem (`hard_moe`: an FNO on operator data, an MLP on a
+        single instance)."""
+        return self.needs
+
     def applicable(self, problem: Problem) -> str | None:
         """None when this method can run on `problem`, else a one-line reason why not."""
-        missing = sorted(self.needs - problem.capabilities)
+        missing = sorted(self.needs_for(problem) - problem.capabilities)
         if missing:
             return (
                 f"method {self.name!r} needs {missing}, which problem {problem.name!r} "

@@ -21,6 +21,9 @@ One *shot* maps the state u_s at a start frame to the next `horizon` frames:
 5. The loss is physics only, as in the paper: the batch mean of the RMS residual of the
    constrained solution over all constrained points (the paper: the L2 norm, not squared).
 
+On a single-instance problem (no operator data) the backbone is an MLP over the coordinates
+instead, with experts as blocks of the problem's box: `methods/hard_mlp.py`.
+
 `soft_constraint` uses one basis function with w = 1: u_j = u_s + b(t_j), trained on the same
 loss (the paper's PI-SC: the same FNO with one output). Prediction over more than `horizon`
 frames chains shots from the last predicted frame (the problems are autonomous).
@@ -48,6 +51,7 @@ from torch import Tensor, nn
 from bench.registry import register_method
 from methods.base import Budget, OperatorPredictor, Report
 from methods.fno import FNONet
+from methods.hard_mlp import fit_mlp, pointwise_reason
 from methods.least_squares import Partition, implicit_solution, lm_solve
 from methods.operator import OperatorMethod, Selector, StepModel
 from problems.base import ConfigError, OperatorData, Problem, check_int, check_real
@@ -57,6 +61,8 @@ __all__ = ["ConstraintSystem", "HardMoE", "SoftConstraint"]
 
 SHARED = ("batch_size", "normalize", "optimizer", "lr", "weight_decay", "lr_step", "lr_gamma")
 SHARED += ("select", "val_every", "eval_batch")
+OPERATOR_NEEDS = frozenset({"operator_data", "grid_residuals"})
+MLP_MAX_AXES = 3
 
 
 class ConstraintSystem:
@@ -154,14 +160,30 @@ class HardMoE(OperatorMethod):
         ridge, lm_iters, lm_tol: the ridge term, most LM iterations, its rtol = atol.
         width, modes, layers, proj: the FNO backbone (methods/fno.py).
         clip: gradient-norm clipping (the paper: 1.0; 0 = none).
+        mlp_width, mlp_depth, activation: the MLP backbone (single-instance problems).
         val_samples: validation rollouts use the first this many samples of the val split
             (each prediction runs the constrained solve on every grid point).
         Shared operator-training keys: batch_size, normalize, optimizer, lr, weight_decay,
         lr_step, lr_gamma (StepLR in epochs), select (val | last), val_every, eval_batch.
+
+    On a single-instance problem (the MLP backbone, `methods/hard_mlp.py`, at most
+    `MLP_MAX_AXES` axes): an integer `experts` n splits the space axes of a time-dependent
+    PDE as above (each block then holds its share of the initial condition); on a steady
+    problem or an ODE, give one count per axis in the problem's order (e.g. [1]: the single
+    hard constraint), since a block that holds no condition has only the zero solution of a
+    homogeneous equation (such blocks get a warning); `points` is the interior points per
+    step (null: the problem's default), conditions take their default counts, all capped by
+    the budget's `points`;
+    lr decays by lr_gamma every lr_step x 1000 steps; the final net is returned (there is no
+    validation split); batch_size, normalize, select, val_every, eval_batch, val_samples and
+    the FNO keys are unused.
     """
 
-    needs: ClassVar[frozenset[str]] = frozenset({"operator_data", "grid_residuals"})
+    needs: ClassVar[frozenset[str]] = OPERATOR_NEEDS
     constrained: ClassVar[bool] = True
+    # the CI smoke grid: at most 20 LM iterations per solve (the operator cells take about 10;
+    # the MLP backbone's re-solves can take all 100 on klein_gordon, 50 s per cell)
+    smoke: ClassVar[dict[str, Any]] = {"lm_iters": 20}
 
     def __init__(
         self,
@@ -178,12 +200,16 @@ class HardMoE(OperatorMethod):
         proj: int = 128,
         clip: float = 1.0,
         val_samples: int = 16,
+        mlp_width: int = 64,
+        mlp_depth: int = 4,
+        activation: str = "tanh",
         **common: Any,
     ) -> None:
         unknown = sorted(set(common) - set(SHARED))
         if unknown:
             own = ("basis", "experts", "horizon", "points", "ridge", "lm_iters", "lm_tol", "width")
-            own += ("modes", "layers", "proj", "clip", "val_samples")
+            own += ("modes", "layers", "proj", "clip", "val_samples", "mlp_width", "mlp_depth")
+            own += ("activation",)
             raise ConfigError(
                 f"unknown key(s) {[f'method.{k}' for k in unknown]} for method {self.name!r}; "
                 f"valid keys: {', '.join([*own, *SHARED])}"
@@ -203,10 +229,70 @@ class HardMoE(OperatorMethod):
         self.proj = check_int("method.proj", proj)
         self.clip = check_real("method.clip", clip, 0.0, strict=False)
         self.val_samples = check_int("method.val_samples", val_samples)
-        self._blocks_for(1)  # validates the shape of `experts` early
+        self.mlp_width = check_int("method.mlp_width", mlp_width)
+        self.mlp_depth = check_int("method.mlp_depth", mlp_depth)
+        if activation not in ("tanh", "sin"):
+            raise ConfigError(
+                f"method.activation must be one of ['tanh', 'sin'], got {activation!r}"
+            )
+        self.activation = activation
+        self._blocks_for(0)  # validates `experts` early (its length is checked per problem)
         self._shot: tuple[int, int] = (1, 1)  # (horizon, basis), set from the data
 
     # -- configuration ------------------------------------------------------------------------
+    def needs_for(self, problem: Problem) -> frozenset[str]:
+        """Operator data with grid residuals for the FNO backbone; a residual for the MLP one."""
+        if "operator_data" in problem.capabilities or not self.constrained:
+            return self.needs
+        return frozenset({"residual"})
+
+    def applicable(self, problem: Problem) -> str | None:
+        reason = super().applicable(problem)
+        if reason and not self.constrained and "operator_data" not in problem.capabilities:
+            reason += (
+                "; on a single-instance problem the soft-constraint baseline is "
+                "`+method=pinn method.hard_constraints=false`"
+            )
+        if reason is None and "operator_data" not in problem.capabilities:
+            reason = self._mlp_reason(problem) or pointwise_reason(problem)
+        return reason
+
+    def _mlp_reason(self, problem: Problem) -> str | None:
+        axes = problem.axes
+        if len(axes) > MLP_MAX_AXES:
+            return (
+                f"hard_moe's MLP backbone forms every basis function's derivatives on every "
+                f"axis; problem {problem.name!r} has {len(axes)} (at most {MLP_MAX_AXES}: "
+                "use pinn, with method.sdgd_dims for high dimensions)"
+            )
+        integer = isinstance(self.experts, int) and not isinstance(self.experts, bool)
+        if integer and ("t" not in axes or len(axes) < 2):
+            return (
+                f"an integer method.experts splits the space axes of a time-dependent PDE, "
+                f"and problem {problem.name!r} has axes {axes}: give one count per axis, e.g. "
+                f"method.experts={[1] * len(axes)} (one expert: the single hard constraint)"
+            )
+        return None
+
+    def blocks_for_box(self, problem: Problem) -> tuple[int, ...]:
+        """The MLP backbone's experts: one block count per axis of `problem`."""
+        axes = problem.axes
+        e = self.experts
+        if isinstance(e, int) and not isinstance(e, bool):
+            blocks = [1] * len(axes)
+            space = [i for i, a in enumerate(axes) if a != "t"]
+            split = self._blocks_for(min(2, len(space)))[1:]  # type: ignore[index]
+            for i, nb in zip(space, split):
+                blocks[i] = nb
+            return tuple(blocks)
+        blocks = self._blocks_for(0)
+        if len(blocks) != len(axes):  # type: ignore[arg-type]
+            raise ConfigError(
+                f"method.experts={list(blocks)} needs {len(axes)} counts here, one per axis of "  # type: ignore[arg-type]
+                f"{axes} (the problem's order), e.g. {[2] * len(axes)}"
+            )
+        return blocks  # type: ignore[return-value]
+
     def _blocks_for(self, dim: int) -> tuple[int, ...] | None:
         e = self.experts
         if isinstance(e, bool):
@@ -319,7 +405,9 @@ class HardMoE(OperatorMethod):
         return system.assemble(w, b, u0), system.residuals(w), stats
 
     # -- training -----------------------------------------------------------------------------
-    def fit(self, problem: Problem, budget: Budget, report: Report) -> OperatorPredictor:
+    def fit(self, problem: Problem, budget: Budget, report: Report) -> Any:
+        if "operator_data" not in problem.capabilities:
+            return fit_mlp(self, problem, budget, report)
         model, train, val, part, dt = self._setup(problem, budget)
         k = self.val_samples
         val = OperatorData(val.inputs[:k], val.outputs[:k], val.grid, val.times, val.meta)

@@ -63,7 +63,8 @@ def lm_solve(
     """Minimise C(w) for every (sample, expert) from `w0` [B, E, N] by Levenberg–Marquardt
     with Marquardt's diagonal scaling: step (H + lam diag(H)) d = -g, accepted when C falls
     (then lam / 3, else lam x 2). A problem has converged when an accepted step is below
-    atol + rtol |w| and lowered C by at most atol^2 + rtol C (optimistix's Cauchy test)."""
+    atol + rtol |w| and lowered C by at most atol^2 + rtol C (optimistix's Cauchy test), or
+    when a step that small was rejected (at the optimum, rounding rejects every step)."""
     with torch.no_grad():
         w = w0.clone()
         F, J = residuals(w)
@@ -92,7 +93,9 @@ def lm_solve(
             grad = torch.where(ok[..., None], grad_new, grad)
             hess = torch.where(ok[..., None, None], hess_new, hess)
             lam = torch.where(ok, lam / 3, lam * 2).clamp(1e-12, 1e12)
-            done = done | (ok & small & settled)
+            # done: an accepted step that was small and lowered C by little, or a rejected
+            # step that was already small (no smaller step lowers C: the optimum, to rounding)
+            done = done | (ok & small & settled) | (~ok & small)
             if bool(done.all()):
                 break
     return LMResult(w, hess, iterations, float(done.double().mean()), cost0, float(cost.mean()))

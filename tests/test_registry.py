@@ -27,7 +27,7 @@ def test_every_pair_composes(method, problem):
     m = registry.build_method(method, **cfg.method)
     assert p.name == problem and m.name == method
     if m.applicable(p) is None:
-        assert m.needs <= p.capabilities
+        assert m.needs_for(p) <= p.capabilities
     for budget in ("smoke", "standard", "paper"):
         c = compose(method, problem, [f"budget={budget}"])
         Budget.from_dict(dict(c.budget), name=budget)
