@@ -41,7 +41,16 @@ from methods.nets import build_net
 from methods.taylor import FieldsBuilder, Key, probe
 from problems.base import Box, Fields, FieldsError, Problem
 
-__all__ = ["BoxExperts", "CoefficientFields", "PointSystem", "fit_mlp", "pointwise_reason"]
+__all__ = [
+    "BoxExperts",
+    "CoefficientFields",
+    "HardPredictor",
+    "PointSystem",
+    "Trainer",
+    "affine_terms",
+    "fit_mlp",
+    "pointwise_reason",
+]
 
 log = logging.getLogger(__name__)
 LR_EVERY = 1000  # MLP backbone: lr x lr_gamma every lr_step x LR_EVERY steps
@@ -109,7 +118,8 @@ def _as_rows(r: Tensor, n: int) -> Tensor:
 
 def _requested(problem: Problem, residuals: Sequence[Callable], points: Sequence[Tensor]):
     """The derivative keys each residual reads, plus every field's value."""
-    net = build_net(problem.domain, len(problem.fields), width=8, depth=1)
+    gen = torch.Generator().manual_seed(0)  # the probe's values do not matter; keep it seeded
+    net = build_net(problem.domain, len(problem.fields), width=8, depth=1, generator=gen)
     found = probe(net, problem.axes, problem.fields, residuals, points)
     return [set(r) | {(n,) for n in problem.fields} for r in found]
 

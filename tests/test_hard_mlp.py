@@ -126,3 +126,10 @@ def test_experts_that_hold_no_condition_are_named_in_a_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="methods.hard_mlp"):
         Trainer(build_method("hard_moe", experts=[2]), build_problem("adler"), BUDGET)
     assert "expert(s) [1] hold no condition points" in caplog.text
+
+
+def test_affine_terms_are_found_so_their_jacobian_is_formed_once_per_step():
+    for name, expect in (("burgers", [False, True, True]), ("legendre", [True, True, True])):
+        p = build_problem(name)
+        tr = Trainer(build_method("hard_moe", experts=[1] * len(p.axes)), p, BUDGET)
+        assert tr.affine == expect, (name, tr.names)
