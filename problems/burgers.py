@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from torch import Tensor
 from bench.registry import register_problem
 from problems.base import Box, Condition, ConfigError, Fields, Problem, Reference, check_int
 from problems.solvers.cole_hopf import NU_RAISSI, cole_hopf_hermite
+
+if TYPE_CHECKING:
+    import sympy
 
 __all__ = ["Burgers"]
 
@@ -86,6 +90,13 @@ class Burgers(Problem):
         """u_t + u u_x - nu u_xx, shape `[N, 1]`."""
         u = f["u"]
         return (f.d("u", "t") + u * f.d("u", "x") - self.nu * f.d("u", "x", "x"))[:, None]
+
+    def symbolic(self) -> list[sympy.Expr]:
+        """`residual` in sympy (`problems.symbolic` conventions)."""
+        from problems.symbolic import num, sp
+
+        u, u_x, u_t, u_xx = sp.symbols("u u_x u_t u_xx")
+        return [u_t + u * u_x - num(self.nu) * u_xx]
 
     def conditions(self) -> list[Condition]:
         """`ic`: u + sin(pi x) at t = 0; `bc`: u at x = +-1 (alternating sides), random t."""

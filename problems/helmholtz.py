@@ -12,6 +12,7 @@ papers' case (PIG's code writes it sin(4 pi y) sin(pi x)); PIG's hard case is re
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from problems.base import (
     grid_points,
 )
 from problems.constraints import rectangle_trial, sample_boundary
+
+if TYPE_CHECKING:
+    import sympy
 
 __all__ = ["Helmholtz", "dirichlet_eigenvalue"]
 
@@ -113,6 +117,15 @@ class Helmholtz(Problem):
         """u_xx + u_yy + k^2 u - q, `[N, 1]`."""
         lap = f.d("u", "x", "x") + f.d("u", "y", "y")
         return (lap + self.k**2 * f["u"] - self.source(f.x, f.y))[:, None]
+
+    def symbolic(self) -> list[sympy.Expr]:
+        """`residual` in sympy (`problems.symbolic` conventions), with pi exact."""
+        from problems.symbolic import num, sp
+
+        x, y, u, u_xx, u_yy = sp.symbols("x y u u_xx u_yy")
+        a1, a2, k = num(self.a1), num(self.a2), num(self.k)
+        q = (k**2 - (a1**2 + a2**2) * sp.pi**2) * sp.sin(a1 * sp.pi * x) * sp.sin(a2 * sp.pi * y)
+        return [u_xx + u_yy + k**2 * u - q]
 
     def _boundary_data(self, x: Tensor, y: Tensor) -> Tensor:
         if self.zero_boundary:  # sin(integer pi) is zero; its float value is ~1e-15

@@ -12,6 +12,7 @@ test grid.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from problems.base import (
     grid_points,
 )
 from problems.constraints import sample_boundary
+
+if TYPE_CHECKING:
+    import sympy
 
 __all__ = ["KleinGordon"]
 
@@ -93,6 +97,18 @@ class KleinGordon(Problem):
         u = f["u"]
         lhs = f.d("u", "t", "t") + self.alpha * f.d("u", "x", "x") + self.beta * u
         return (lhs + self.gamma * u**3 - self.forcing(f.x, f.t))[:, None]
+
+    def symbolic(self) -> list[sympy.Expr]:
+        """`residual` in sympy (`problems.symbolic` conventions); f is derived from the exact
+        solution symbolically, with pi exact."""
+        from problems.symbolic import num, sp
+
+        x, t, u, u_xx, u_tt = sp.symbols("x t u u_xx u_tt")
+        alpha, beta, gamma = num(self.alpha), num(self.beta), num(self.gamma)
+        exact = x * sp.cos(5 * sp.pi * t) + (x * t) ** 3
+        forcing = sp.diff(exact, t, 2) + alpha * sp.diff(exact, x, 2) + beta * exact
+        forcing += gamma * exact**3
+        return [u_tt + alpha * u_xx + beta * u + gamma * u**3 - forcing]
 
     def conditions(self) -> list[Condition]:
         """`ic`: u - x at t = 0; `ic_t`: u_t at t = 0; `bc`: u - g at x = 0 and x = 1, with

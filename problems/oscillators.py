@@ -64,6 +64,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -84,6 +85,9 @@ from problems.base import (
     check_real,
 )
 from problems.solvers.ode import Rhs, integrate, self_convergence
+
+if TYPE_CHECKING:
+    import sympy
 
 __all__ = [
     "Adler",
@@ -363,6 +367,14 @@ class Duffing(_Oscillator):
         r = f.d("u", "t", "t") + self.delta * f.d("u", "t") + self.alpha * u + self.beta * u**3
         return (r - self.gamma * torch.cos(self.omega * f.t))[:, None]
 
+    def symbolic(self) -> list[sympy.Expr]:
+        """`residual` in sympy (`problems.symbolic` conventions)."""
+        from problems.symbolic import num, sp
+
+        t, u, u_t, u_tt = sp.symbols("t u u_t u_tt")
+        d, a, b, g, w = map(num, (self.delta, self.alpha, self.beta, self.gamma, self.omega))
+        return [u_tt + d * u_t + a * u + b * u**3 - g * sp.cos(w * t)]
+
     def initial_values(self) -> tuple[str, float, float | None]:
         return "u", self.u0, self.v0
 
@@ -427,6 +439,13 @@ class DuffingFree(_Oscillator):
         u = f["u"]
         return (f.d("u", "t", "t") + self.alpha * u + self.beta * u**3)[:, None]
 
+    def symbolic(self) -> list[sympy.Expr]:
+        """`residual` in sympy (`problems.symbolic` conventions)."""
+        from problems.symbolic import num, sp
+
+        u, u_tt = sp.symbols("u u_tt")
+        return [u_tt + num(self.alpha) * u + num(self.beta) * u**3]
+
     def initial_values(self) -> tuple[str, float, float | None]:
         return "u", self.amplitude, 0.0
 
@@ -482,6 +501,13 @@ class Adler(_Oscillator):
     def residual(self, f: Fields) -> Tensor:
         """phi' - nu + K sin(phi), shape `[N, 1]`."""
         return (f.d("phi", "t") - self.nu + self.K * torch.sin(f["phi"]))[:, None]
+
+    def symbolic(self) -> list[sympy.Expr]:
+        """`residual` in sympy (`problems.symbolic` conventions)."""
+        from problems.symbolic import num, sp
+
+        phi, phi_t = sp.symbols("phi phi_t")
+        return [phi_t - num(self.nu) + num(self.K) * sp.sin(phi)]
 
     def initial_values(self) -> tuple[str, float, float | None]:
         return "phi", self.phi0, None
@@ -575,6 +601,15 @@ class MemsSnic(_Oscillator):
         inner = self.mu * (1 - u**2) * ut - self.kappa * u**3
         forcing = self.eps**2 * self.f * torch.cos(self.omega * f.t)
         return (f.d("u", "t", "t") + u - self.eps * inner - forcing)[:, None]
+
+    def symbolic(self) -> list[sympy.Expr]:
+        """`residual` in sympy (`problems.symbolic` conventions)."""
+        from problems.symbolic import num, sp
+
+        t, u, u_t, u_tt = sp.symbols("t u u_t u_tt")
+        eps, mu, kappa, f, w = map(num, (self.eps, self.mu, self.kappa, self.f, self.omega))
+        inner = mu * (1 - u**2) * u_t - kappa * u**3
+        return [u_tt + u - eps * inner - eps**2 * f * sp.cos(w * t)]
 
     def initial_values(self) -> tuple[str, float, float | None]:
         return "u", self.u0, self.v0

@@ -36,6 +36,8 @@ sonic point is simply v = a). Its trial functions make rho > rho_out inside and 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from scipy.special import eval_legendre
@@ -53,6 +55,9 @@ from problems.base import (
     check_real,
 )
 from problems.solvers.accretion import MichelAccretion, bernoulli, mass_flux
+
+if TYPE_CHECKING:
+    import sympy
 
 __all__ = ["Accretion", "Hypergeometric", "Legendre"]
 
@@ -102,6 +107,13 @@ class Legendre(Problem):
         x = f.x
         r = (1 - x**2) * f.d("y", "x", "x") - 2 * x * f.d("y", "x") + self.eigen * f["y"]
         return r[:, None]
+
+    def symbolic(self) -> list[sympy.Expr]:
+        """`residual` in sympy (`problems.symbolic` conventions)."""
+        from problems.symbolic import sp
+
+        x, y, y_x, y_xx = sp.symbols("x y y_x y_xx")
+        return [(1 - x**2) * y_xx - 2 * x * y_x + sp.Integer(self.l * (self.l + 1)) * y]
 
     def trial(self) -> dict[str, str]:
         """The paper's trial function: y(-1) = (-1)^l exactly."""
@@ -200,6 +212,14 @@ class Hypergeometric(Problem):
         a, b, c = self.a, self.b, self.c
         r = x * (1 - x) * f.d("y", "x", "x") + (c - (a + b + 1) * x) * f.d("y", "x")
         return (r - a * b * f["y"])[:, None]
+
+    def symbolic(self) -> list[sympy.Expr]:
+        """`residual` in sympy (`problems.symbolic` conventions)."""
+        from problems.symbolic import num, sp
+
+        x, y, y_x, y_xx = sp.symbols("x y y_x y_xx")
+        a, b, c = num(self.a), num(self.b), num(self.c)
+        return [x * (1 - x) * y_xx + (c - (a + b + 1) * x) * y_x - a * b * y]
 
     def trial(self) -> dict[str, str]:
         """The paper's trial function: y(0) = 1 exactly."""
@@ -309,6 +329,19 @@ class Accretion(Problem):
         e_rho = r * D * f.d("rho", "r") / rho + 2 * v**2 - M * (1 - v**2) / (r - 2 * M)
         e_v = r * D * f.d("v", "r") / (v * (1 - v**2)) - (a2 * (2 * r - 3 * M) - M) / (r - 2 * M)
         return torch.stack([e_rho, e_v], dim=1)
+
+    def symbolic(self) -> list[sympy.Expr]:
+        """`residual` in sympy (`problems.symbolic` conventions)."""
+        from problems.symbolic import num, sp
+
+        r, rho, v, rho_r, v_r = sp.symbols("r rho v rho_r v_r")
+        M, g1 = num(self.M), num(self.Gamma - 1)
+        theta = num(self.Gamma * self.K) * sp.Abs(rho) ** g1
+        a2 = theta / (1 + theta / g1)
+        D = v**2 - a2
+        e_rho = r * D * rho_r / rho + 2 * v**2 - M * (1 - v**2) / (r - 2 * M)
+        e_v = r * D * v_r / (v * (1 - v**2)) - (a2 * (2 * r - 3 * M) - M) / (r - 2 * M)
+        return [e_rho, e_v]
 
     def trial(self) -> dict[str, str]:
         """The paper's: rho(r_max) = rho_out exactly, rho > rho_out inside, and v > 0."""
