@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bench import metrics
 from bench.console import RunProgress, console
+from bench.family_eval import FamilyScorer, prepare_family_data, write_family_outputs
 from bench.monitor import Monitor
 from bench.operator_eval import (
     OperatorScorer,
@@ -210,6 +211,8 @@ def execute(
     method: Method | None = None
     pred: np.ndarray | None = None
     scorer: OperatorScorer | None = None
+    family: FamilyScorer | None = None
+    family_out: dict[str, Any] | None = None
     growth: dict[str, np.ndarray] | None = None
     try:
         device, dtype, budget = validate(cfg, budget_name)
@@ -248,9 +251,13 @@ def execute(
 
         title = f"{method_name} × {problem_name} (seed {cfg.seed}, {budget_name})"
         mode = RunProgress.pick_mode(str(cfg.progress), multirun)
-        if "operator_data" in method.needs_for(problem):
+        needs = method.needs_for(problem)
+        if "operator_data" in needs:
             scorer, data_metrics = prepare_operator_data(problem, budget_name, mode)
             target: Any = scorer.curve_score
+        elif "family_data" in needs:
+            family, data_metrics = prepare_family_data(problem, budget_name, mode)
+            target = family.curve_score
         else:
             reference = problem.reference()
             target = reference
@@ -276,6 +283,9 @@ def execute(
             final, pred, growth = scorer.score(predictor)
             final.update(data_metrics)
             final.update(speedup(problem, scorer, final))
+        elif family is not None:
+            final, family_out = family.score(predictor)
+            final.update(data_metrics)
         else:
             final, pred = score(
                 problem, predictor, int(cfg.eval.residual_points), int(cfg.seed), device
@@ -290,7 +300,7 @@ def execute(
         )
         if device.type == "cuda":
             final["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        if scorer is None:
+        if scorer is None and family is None:
             final.update(problem.invariants(reference.points, pred))
         record["metrics"] = final
         record["stop_reason"] = monitor.stop_reason
@@ -314,6 +324,10 @@ def execute(
                 paths = write_operator_outputs(
                     out_dir, record, monitor, scorer, pred, growth, figures
                 )
+            elif family is not None:
+                paths = write_outputs(out_dir, record, monitor, None, None, figures)
+                if family_out is not None:
+                    paths += write_family_outputs(out_dir, family, family_out)
             else:
                 paths = write_outputs(out_dir, record, monitor, problem, pred, figures)
             tracker.log_metrics(record["metrics"], step=record["metrics"].get("steps", 0) or 0)

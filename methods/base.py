@@ -22,6 +22,7 @@ from problems.base import ConfigError, Fields, Problem
 __all__ = [
     "Budget",
     "ConfigError",
+    "FamilyPredictor",
     "Method",
     "OperatorPredictor",
     "Predictor",
@@ -144,6 +145,48 @@ class OperatorPredictor(Predictor):
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         raise TypeError("an operator predictor advances trajectories: call rollout()")
+
+
+class FamilyPredictor(Predictor):
+    """What a multi-operator learner returns (problem capability `family_data`, e.g.
+    `ode_family`; see `problems/ode_family.py` for the data). The harness scores it on held-out
+    parameters (`test`) and held-out systems (`test_systems`), on the window after the observed
+    part, and, for a method that writes equations, the fraction of its decoded expressions
+    that parse and the error of the trajectories they integrate to.
+
+    `predict(observed, obs_times, query_times, dims, symbols)`: `observed` `[n, L, 3]` (the
+    first L samples of each trajectory, possibly noisy, zero-padded past `dims` `[n]`) at
+    `obs_times` `[L]`; `symbols` is one list of equation strings per sample (the right-hand
+    sides over t, x0..x2 that `sympy.sympify` parses, possibly corrupted; the method tokenises
+    them at its own precision) or None when the harness gives no symbols; returns the
+    trajectories `[n, Q, 3]` at `query_times` `[Q]` (numpy, float64).
+
+    `equations(observed, obs_times, dims, symbols)`: one decoded token list per sample
+    (`problems.symbolic.decode_system` reads it), or None for a method without an equation
+    output (the default).
+    """
+
+    @abstractmethod
+    def predict(
+        self,
+        observed: np.ndarray,
+        obs_times: np.ndarray,
+        query_times: np.ndarray,
+        dims: np.ndarray,
+        symbols: list[list[str]] | None,
+    ) -> np.ndarray: ...
+
+    def equations(
+        self,
+        observed: np.ndarray,
+        obs_times: np.ndarray,
+        dims: np.ndarray,
+        symbols: list[list[str]] | None,
+    ) -> list[list[str]] | None:
+        return None
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        raise TypeError("a family predictor maps observed windows: call predict()")
 
 
 class TorchPredictor(Predictor):

@@ -1,0 +1,458 @@
+"""`prose`: PROSE, a multimodal transformer that predicts ODE trajectories and writes their
+equations (Liu, Zhang & Schaeffer, Neural Networks 180:106707, 2024; arXiv 2309.16816).
+
+Five parts (`ProseNet`), all pre-LN transformers without dropout:
+- data encoder: one token per observed sample, an MLP of (Fourier features of t, the state
+  divided by the sample's RMS, the mask of true components, log RMS);
+- symbol encoder: token + learned position embeddings over the `encode_system` tokens;
+- fusion encoder over [data tokens; symbol tokens] plus a modality embedding;
+- data decoder: embeddings of the query times cross-attend to the fused features (no
+  self-attention between queries, so each time is predicted on its own: any times, any number);
+- symbol decoder: autoregressive over BOS + tokens (causal mask, cross-attention to the fused
+  features), teacher forcing in training, greedy decoding up to `max_len` at inference.
+
+Loss (PROSE's): `data_weight` x L_data + L_text, L_data the squared error over the true
+components on the query times (the whole window) over ||y||^2 per sample, L_text token
+cross-entropy. AdamW, linear warmup then inverse-sqrt decay, gradient clip 1.0.
+
+Deviations from PROSE-ODE: states enter divided by the per-sample RMS of the observed window
+(its log is an input feature, the output is multiplied back), so that Lorenz (|u| ~ 40) and
+Adler (|u| ~ 3) share one scale; times enter as Fourier features, not raw; sizes per budget
+(`sizes`), PROSE's (d 512, 8 heads, 2/4/8/8/8 layers) only at `paper`; AdamW (PROSE-ODE:
+Adam) with lr 1e-3 at our small sizes; greedy decoding only (PROSE also has beam search).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import numpy as np
+import sympy as sp
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from bench.metrics import per_sample_rel_l2
+from bench.registry import register_method
+from methods.base import Budget, FamilyPredictor, Method, Report
+from methods.operator import Selector
+from problems.base import ConfigError, Problem, check_int, check_real
+from problems.operator import data_scale
+from problems.symbolic import SymbolicError, decode_system, encode_system, parses, vocabulary
+
+__all__ = ["PROSE", "ProseNet", "ProsePredictor", "Sizes"]
+
+VARIABLES = ("t", "x0", "x1", "x2")
+SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
+PAD, BOS, EOS, UNK = range(4)
+N_FREQ = 8  # Fourier features sin/cos(k pi t / t_scale), k = 1..N_FREQ, plus t / t_scale
+BUDGETS = ("smoke", "standard", "paper")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Model sizes: width, heads, feed-forward width, layers of each of the five parts."""
+
+    dim: int
+    heads: int
+    ffn: int
+    data_layers: int
+    text_layers: int
+    fusion_layers: int
+    data_dec_layers: int
+    text_dec_layers: int
+
+    @classmethod
+    def check(cls, key: str, d: object) -> Sizes:
+        names = [f.name for f in fields(cls)]
+        if not isinstance(d, Mapping) or set(d) != set(names):
+            raise ConfigError(f"{key} must give exactly {names}, got {d!r}")
+        out = cls(**{k: check_int(f"{key}.{k}", d[k]) for k in names})
+        if out.dim % out.heads:
+            raise ConfigError(f"{key}.dim = {out.dim} must be a multiple of heads = {out.heads}")
+        return out
+
+
+def _check_sizes(sizes: object) -> dict[str, Sizes]:
+    if not isinstance(sizes, Mapping) or set(sizes) != set(BUDGETS):
+        raise ConfigError(f"method.sizes must map exactly {list(BUDGETS)} to model sizes")
+    return {b: Sizes.check(f"method.sizes.{b}", sizes[b]) for b in BUDGETS}
+
+
+def _time_features(t: Tensor, t_scale: float) -> Tensor:
+    """`[..., 1 + 2 N_FREQ]` features of times `t` `[...]`."""
+    s = t[..., None] / t_scale
+    k = torch.arange(1, N_FREQ + 1, dtype=t.dtype, device=t.device) * math.pi
+    return torch.cat([s, torch.sin(k * s), torch.cos(k * s)], dim=-1)
+
+
+def _mlp(d_in: int, dim: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(d_in, dim), nn.GELU(), nn.Linear(dim, dim))
+
+
+def _encoder(s: Sizes, layers: int) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(
+        s.dim, s.heads, s.ffn, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+    )
+    return nn.TransformerEncoder(
+        layer, layers, norm=nn.LayerNorm(s.dim), enable_nested_tensor=False
+    )
+
+
+class QueryLayer(nn.Module):
+    """Query tokens cross-attend to the memory, then a feed-forward block (pre-LN)."""
+
+    def __init__(self, s: Sizes) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(s.dim), nn.LayerNorm(s.dim)
+        self.attn = nn.MultiheadAttention(s.dim, s.heads, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(s.dim, s.ffn), nn.GELU(), nn.Linear(s.ffn, s.dim))
+
+    def forward(self, q: Tensor, memory: Tensor, memory_mask: Tensor | None) -> Tensor:
+        h = self.norm1(q)
+        q = q + self.attn(h, memory, memory, key_padding_mask=memory_mask, need_weights=False)[0]
+        return q + self.ffn(self.norm2(q))
+
+
+class ProseNet(nn.Module):
+    """The five transformers (module doc). Inputs in physical units; `n_pos` learned positions
+    for symbol sequences; `t_scale` the time unit of the Fourier features."""
+
+    def __init__(
+        self, s: Sizes, vocab: int, n_pos: int, text_input: bool, text_output: bool,
+        t_scale: float,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.sizes, self.n_pos, self.t_scale = s, n_pos, t_scale
+        self.text_input, self.text_output = text_input, text_output
+        n_feat = 1 + 2 * N_FREQ
+        self.data_embed = _mlp(n_feat + 3 + 3 + 1, s.dim)
+        self.data_encoder = _encoder(s, s.data_layers)
+        self.modality = nn.Embedding(2, s.dim)
+        self.fusion = _encoder(s, s.fusion_layers)
+        self.query_embed = _mlp(n_feat, s.dim)
+        self.query_layers = nn.ModuleList(QueryLayer(s) for _ in range(s.data_dec_layers))
+        self.data_out = nn.Sequential(nn.LayerNorm(s.dim), nn.Linear(s.dim, 3))
+        if text_input:
+            self.text_embed = nn.Embedding(vocab, s.dim, padding_idx=PAD)
+            self.text_pos = nn.Embedding(n_pos, s.dim)
+            self.text_encoder = _encoder(s, s.text_layers)
+        if text_output:
+            self.out_embed = nn.Embedding(vocab, s.dim, padding_idx=PAD)
+            self.out_pos = nn.Embedding(n_pos + 1, s.dim)
+            layer = nn.TransformerDecoderLayer(
+                s.dim, s.heads, s.ffn, dropout=0.0, activation="gelu", batch_first=True,
+                norm_first=True,
+            )  # fmt: skip
+            self.text_decoder = nn.TransformerDecoder(layer, s.text_dec_layers, nn.LayerNorm(s.dim))
+            self.text_out = nn.Linear(s.dim, vocab)
+
+    @staticmethod
+    def scale_of(observed: Tensor, mask: Tensor) -> Tensor:
+        """The per-sample RMS `[B]` of the observed true components (floored)."""
+        sq = (observed * mask[:, None]).square().sum((1, 2))
+        return (sq / (mask.sum(1) * observed.shape[1])).sqrt().clamp_min(1e-6)
+
+    def encode(
+        self, observed: Tensor, obs_times: Tensor, mask: Tensor, symbols: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Fused features `[B, L + S, dim]`, their padding mask (None without symbols) and
+        the per-sample scale `[B]`."""
+        b, length, _ = observed.shape
+        scale = self.scale_of(observed, mask)
+        feats = [
+            _time_features(obs_times, self.t_scale).expand(b, length, -1),
+            observed / scale[:, None, None],
+            mask[:, None].expand(b, length, 3),
+            scale.log()[:, None, None].expand(b, length, 1),
+        ]
+        x = self.data_encoder(self.data_embed(torch.cat(feats, -1))) + self.modality.weight[0]
+        pad = None
+        if self.text_input and symbols is not None:
+            pos = torch.arange(symbols.shape[1], device=symbols.device)
+            pad = symbols == PAD
+            y = self.text_embed(symbols) + self.text_pos(pos)
+            y = self.text_encoder(y, src_key_padding_mask=pad) + self.modality.weight[1]
+            x = torch.cat([x, y], 1)
+            pad = torch.cat([torch.zeros(b, length, dtype=torch.bool, device=x.device), pad], 1)
+        return self.fusion(x, src_key_padding_mask=pad), pad, scale
+
+    def decode_data(
+        self, fused: Tensor, pad: Tensor | None, scale: Tensor, mask: Tensor, times: Tensor
+    ) -> Tensor:
+        """The states `[B, Q, 3]` at `times` `[Q]` (zero past the true dimension)."""
+        q = self.query_embed(_time_features(times, self.t_scale)).expand(fused.shape[0], -1, -1)
+        for layer in self.query_layers:
+            q = layer(q, fused, pad)
+        return self.data_out(q) * scale[:, None, None] * mask[:, None]
+
+    def text_logits(self, fused: Tensor, pad: Tensor | None, inputs: Tensor) -> Tensor:
+        """Next-token logits `[B, S, vocab]` for decoder inputs `[B, S]` (BOS first)."""
+        n = inputs.shape[1]
+        pos = torch.arange(n, device=inputs.device)
+        y = self.out_embed(inputs) + self.out_pos(pos)
+        causal = torch.triu(torch.ones(n, n, dtype=torch.bool, device=y.device), 1)
+        y = self.text_decoder(
+            y, fused, tgt_mask=causal, tgt_key_padding_mask=inputs == PAD,
+            memory_key_padding_mask=pad,
+        )  # fmt: skip
+        return self.text_out(y)
+
+    @torch.no_grad()
+    def greedy(self, fused: Tensor, pad: Tensor | None, max_len: int) -> Tensor:
+        """Greedy token ids `[B, <= max_len]` (EOS included where reached, PAD after it)."""
+        b = fused.shape[0]
+        seq = torch.full((b, 1), BOS, dtype=torch.long, device=fused.device)
+        done = torch.zeros(b, dtype=torch.bool, device=fused.device)
+        for _ in range(min(max_len, self.n_pos)):
+            nxt = self.text_logits(fused, pad, seq)[:, -1].argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
+            seq = torch.cat([seq, nxt[:, None]], 1)
+            done |= nxt == EOS
+            if bool(done.all()):
+                break
+        return seq[:, 1:]
+
+
+class ProsePredictor(FamilyPredictor):
+    """`predict` and `equations` (see `FamilyPredictor`) with a trained `ProseNet`."""
+
+    def __init__(self, net: ProseNet, method: PROSE, vocab: list[str], batch: int = 64) -> None:
+        self.net, self.method, self.vocab, self.batch = net, method, vocab, batch
+        self.index = {tok: i for i, tok in enumerate(vocab)}
+
+    def symbol_ids(self, tokens: Sequence[str]) -> list[int]:
+        """Ids of one sample's symbols: `encode_system` tokens at our precision as they are;
+        tokens at another precision, or the equations as strings (one per component, for
+        sympify), re-encoded; else unknown tokens become UNK. Cut to the position table."""
+        tokens = list(tokens)
+        if not (all(t in self.index for t in tokens) and parses(tokens)):
+            for read in (decode_system, _sympify):
+                try:
+                    tokens = self.method.encode(read(tokens))
+                    break
+                except (ValueError, TypeError, SyntaxError):  # SymbolicError, SympifyError
+                    continue
+        ids = [self.index.get(t, UNK) for t in tokens][: self.net.n_pos]
+        return ids or [UNK]
+
+    def _encoded(
+        self, observed: np.ndarray, obs_times: np.ndarray, dims: np.ndarray,
+        symbols: list[list[str]] | None,
+    ) -> Iterator[tuple[slice, Tensor, Tensor | None, Tensor, Tensor]]:  # fmt: skip
+        """Per batch of `self.batch` samples (no grad, eval mode): the slice, fused features,
+        their padding mask, the per-sample scale and the component mask."""
+        like = next(self.net.parameters())
+        obs = torch.as_tensor(np.asarray(observed), device=like.device).to(like.dtype)
+        t = torch.as_tensor(np.asarray(obs_times), device=like.device).to(like.dtype)
+        d = torch.as_tensor(np.asarray(dims), device=like.device)
+        mask = (torch.arange(3, device=like.device) < d[:, None]).to(like.dtype)
+        use = symbols is not None and self.net.text_input
+        self.net.eval()
+        with torch.no_grad():
+            for i in range(0, len(obs), self.batch):
+                k = slice(i, i + self.batch)
+                sym = _pad([self.symbol_ids(s) for s in symbols[k]], like) if use else None
+                yield (k, *self.net.encode(obs[k] * mask[k, None], t, mask[k], sym), mask[k])
+
+    def predict(
+        self, observed: np.ndarray, obs_times: np.ndarray, query_times: np.ndarray,
+        dims: np.ndarray, symbols: list[list[str]] | None,
+    ) -> np.ndarray:  # fmt: skip
+        like = next(self.net.parameters())
+        q = torch.as_tensor(np.asarray(query_times), device=like.device).to(like.dtype)
+        out = np.zeros((len(observed), len(q), 3))
+        for k, fused, pad, scale, mask in self._encoded(observed, obs_times, dims, symbols):
+            with torch.no_grad():
+                out[k] = self.net.decode_data(fused, pad, scale, mask, q).double().cpu().numpy()
+        return out
+
+    def equations(
+        self, observed: np.ndarray, obs_times: np.ndarray, dims: np.ndarray,
+        symbols: list[list[str]] | None,
+    ) -> list[list[str]] | None:  # fmt: skip
+        if not self.net.text_output:
+            return None
+        out: list[list[str]] = []
+        for _, fused, pad, _, _ in self._encoded(observed, obs_times, dims, symbols):
+            for row in self.net.greedy(fused, pad, self.method.max_len).tolist():
+                row = row[: row.index(EOS)] if EOS in row else row
+                out.append([self.vocab[k] for k in row])
+        return out
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+
+def _pad(rows: list[list[int]], like: Tensor) -> Tensor:
+    out = torch.full((len(rows), max(map(len, rows))), PAD, dtype=torch.long, device=like.device)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.as_tensor(r)
+    return out
+
+
+def _sympify(equations: Sequence[str]) -> list[sp.Expr]:
+    names = {v: sp.Symbol(v) for v in VARIABLES}
+    return [sp.sympify(e, locals=names) for e in equations]
+
+
+@register_method("prose")
+class PROSE(Method):
+    """PROSE (module doc). Options are described in `conf/method/prose.yaml`."""
+
+    needs: ClassVar[frozenset[str]] = frozenset({"family_data"})
+    default_dtype: ClassVar[torch.dtype] = torch.float32
+    smoke: ClassVar[dict[str, Any]] = {"batch_size": 8, "val_every": 100, "max_len": 96}
+
+    def __init__(
+        self,
+        sizes: Mapping[str, Any] | None = None,
+        text_input: bool = True,
+        text_output: bool = True,
+        data_weight: float = 6.0,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        warmup: int = 200,
+        batch_size: int = 32,
+        max_len: int = 128,
+        precision: int = 2,
+        max_exponent: int = 6,
+        train_noise: float = 0.0,
+        select: str = "val",
+        val_every: int = 250,
+        eval_batch: int = 64,
+    ) -> None:
+        super().__init__()
+        default = dict(dim=64, heads=4, ffn=128, data_layers=1, text_layers=1, fusion_layers=2,
+                       data_dec_layers=2, text_dec_layers=2)  # fmt: skip
+        self.sizes = _check_sizes(sizes if sizes is not None else {b: default for b in BUDGETS})
+        for key, flag in (("text_input", text_input), ("text_output", text_output)):
+            if not isinstance(flag, bool):
+                raise ConfigError(f"method.{key} must be true or false, got {flag!r}")
+        self.text_input, self.text_output = text_input, text_output
+        self.data_weight = check_real("method.data_weight", data_weight, 0.0, strict=False)
+        self.lr = check_real("method.lr", lr, 0.0)
+        self.weight_decay = check_real("method.weight_decay", weight_decay, 0.0, strict=False)
+        self.warmup = check_int("method.warmup", warmup)
+        self.batch_size = check_int("method.batch_size", batch_size)
+        self.max_len = check_int("method.max_len", max_len, minimum=2)
+        self.precision = check_int("method.precision", precision, minimum=0)
+        self.max_exponent = check_int("method.max_exponent", max_exponent, minimum=0)
+        try:
+            self.vocab = [*SPECIALS, *vocabulary(VARIABLES, self.precision, self.max_exponent)]
+        except SymbolicError as e:
+            raise ConfigError(f"method.precision / method.max_exponent: {e}") from None
+        self.train_noise = check_real("method.train_noise", train_noise, 0.0, strict=False)
+        if select not in ("val", "last"):
+            raise ConfigError(f"method.select must be one of ['val', 'last'], got {select!r}")
+        self.select = select
+        self.val_every = check_int("method.val_every", val_every)
+        self.eval_batch = check_int("method.eval_batch", eval_batch)
+        if self.data_weight == 0 and not text_output:
+            raise ConfigError("method.data_weight = 0 with text_output = false leaves no loss")
+
+    def encode(self, exprs: Sequence[sp.Expr]) -> list[str]:
+        """The tokens of a system at this model's precision."""
+        return encode_system(exprs, self.precision, self.max_exponent)
+
+    def _train_tokens(self, equations: list[list[str]]) -> list[list[int]]:
+        """Token ids of every training system; a ConfigError when one does not encode."""
+        index = {tok: i for i, tok in enumerate(self.vocab)}
+        out = []
+        for eqs in equations:
+            try:
+                toks = self.encode(_sympify(eqs))
+                if "N" + "0" * (self.precision + 1) in toks:  # a constant underflowed to zero
+                    raise SymbolicError(f"a constant is below 10^-{self.max_exponent}")
+            except SymbolicError as e:
+                raise ConfigError(
+                    f"training equations {eqs} do not encode with method.max_exponent = "
+                    f"{self.max_exponent} ({e}): raise method.max_exponent"
+                ) from None
+            out.append([index[t] for t in toks])
+        return out
+
+    def fit(self, problem: Problem, budget: Budget, report: Report) -> ProsePredictor:
+        scale = data_scale(budget.name)
+        train = problem.family_data("train", scale)  # type: ignore[attr-defined]
+        val = problem.family_data("val", scale)  # type: ignore[attr-defined]
+        n = min(len(train), budget.samples or len(train))
+        ids = self._train_tokens(train.equations[:n])
+        n_pos = max(self.max_len, max(map(len, ids)) + 1)
+        sizes = self.sizes[budget.name if budget.name in BUDGETS else "standard"]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            net = ProseNet(sizes, len(self.vocab), n_pos, self.text_input, self.text_output,
+                           float(train.times[-1]))  # fmt: skip
+        net = net.to(dtype=self.dtype, device=self.device)
+        pred = ProsePredictor(net, self, self.vocab, self.eval_batch)
+        like = next(net.parameters())
+
+        def tensor(a: np.ndarray) -> Tensor:
+            return torch.as_tensor(np.asarray(a), device=like.device).to(like.dtype)
+
+        length = train.input_len
+        obs, values = tensor(train.observed[:n]), tensor(train.values[:n])
+        times = tensor(train.times)
+        dims = torch.as_tensor(train.dims[:n], device=like.device)
+        mask = (torch.arange(3, device=like.device) < dims[:, None]).to(like.dtype)
+        sym_in = _pad(ids, like)
+        dec_in = _pad([[BOS, *r] for r in ids], like)
+        dec_tgt = _pad([[*r, EOS] for r in ids], like)
+        sym_len = torch.as_tensor([len(r) for r in ids], device=like.device)
+        self._val_symbols = [self.encode(_sympify(e)) for e in val.equations]
+        selector = Selector(self, pred, val, length, net)  # type: ignore[arg-type]
+
+        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        gen = self.generator(11)
+        b = min(self.batch_size, n)
+        step, stop = 0, False
+        while not stop:
+            perm = torch.randperm(n, generator=gen).to(like.device)
+            for i in range(0, n - b + 1, b):
+                idx = perm[i : i + b]
+                lr = self.lr * min((step + 1) / self.warmup, math.sqrt(self.warmup / (step + 1)))
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                x = obs[idx]
+                if self.train_noise > 0:  # PROSE: additive, |noise| = train_noise |u| per sample
+                    z = torch.randn(x.shape, generator=gen).to(x) * mask[idx][:, None]
+                    ratio = x.flatten(1).norm(dim=1) / z.flatten(1).norm(dim=1).clamp_min(1e-12)
+                    x = x + z * (self.train_noise * ratio)[:, None, None]
+                s = int(sym_len[idx].max())
+                net.train()
+                fused, pad, sc = net.encode(x, times[:length], mask[idx], sym_in[idx, :s])
+                y = net.decode_data(fused, pad, sc, mask[idx], times)
+                ref = values[idx]
+                err = (y - ref).square().sum((1, 2)) / ref.square().sum((1, 2)).clamp_min(1e-12)
+                loss_data = err.mean()
+                loss = self.data_weight * loss_data
+                scalars = {"loss_data": float(loss_data.detach()), "lr": lr}
+                if self.text_output:
+                    logits = net.text_logits(fused, pad, dec_in[idx, : s + 1])
+                    loss_text = F.cross_entropy(
+                        logits.flatten(0, 1), dec_tgt[idx, : s + 1].flatten(), ignore_index=PAD
+                    )
+                    loss = loss + loss_text
+                    scalars["loss_text"] = float(loss_text.detach())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                step += 1
+                scalars["loss"] = float(loss.detach())
+                selector.after(step, scalars)
+                stop = report(step, evals=step, predictor=pred, **scalars)
+                if stop:
+                    break
+        selector.finish(step)
+        return pred
+
+    def validate(self, pred: ProsePredictor, val: Any, length: int) -> float:
+        """Mean per-sample rel_l2 on the val split after the observed window (the harness's
+        protocol, on val), with the val equations as symbols (for `Selector`)."""
+        out = pred.predict(val.observed, val.times[:length], val.times, val.dims, self._val_symbols)
+        return float(per_sample_rel_l2(out[:, length:], val.values[:, length:]).mean())
