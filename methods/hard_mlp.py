@@ -116,12 +116,16 @@ def _as_rows(r: Tensor, n: int) -> Tensor:
     return r.reshape(n, -1)
 
 
-def _requested(problem: Problem, residuals: Sequence[Callable], points: Sequence[Tensor]):
-    """The derivative keys each residual reads, plus every field's value."""
+def _requested(
+    problem: Problem, residuals: Sequence[Callable], points: Sequence[Tensor]
+) -> list[list[Key]]:
+    """The derivative keys each residual reads, plus every field's value, sorted: sums over
+    them must not depend on the process's string-hash seed (set order), or the runs would not
+    be reproducible."""
     gen = torch.Generator().manual_seed(0)  # the probe's values do not matter; keep it seeded
     net = build_net(problem.domain, len(problem.fields), width=8, depth=1, generator=gen)
     found = probe(net, problem.axes, problem.fields, residuals, points)
-    return [set(r) | {(n,) for n in problem.fields} for r in found]
+    return [sorted(set(r) | {(n,) for n in problem.fields}) for r in found]
 
 
 def pointwise_reason(problem: Problem, n: int = 6) -> str | None:
@@ -159,7 +163,7 @@ def pointwise_reason(problem: Problem, n: int = 6) -> str | None:
 
 
 def affine_terms(
-    problem: Problem, fns: Sequence[Callable], points: Sequence[Tensor], requested: Sequence[set]
+    problem: Problem, fns: Sequence[Callable], points: Sequence[Tensor], requested: Sequence[list]
 ) -> list[bool]:
     """Per residual: True when it is affine in the terms (its gradient with respect to them is
     the same at two random values), so that its Jacobian in w is fixed within a step."""
@@ -363,18 +367,21 @@ class Trainer:
         ]
         return PointSystem(self.problem, self.experts, pts, self.fns, basis, self.affine)
 
-    def solve(self, system: PointSystem) -> Any:
+    def solve(self, system: PointSystem, keep: bool = True) -> Any:
+        """LM from the last training solve's w; with `keep`, the next one starts here."""
         m = self.method
         sol = lm_solve(
             system.residuals_and_jacobian, self.w, m.ridge, m.lm_iters, m.lm_tol, m.lm_tol
         )
-        self.w = sol.w.detach()  # the next solve starts here
+        if keep:
+            self.w = sol.w.detach()
         return sol
 
     def refresh(self) -> None:
-        """The predictor's coefficients for the current net, from a solve on fresh points."""
+        """The predictor's coefficients for the current net, from a solve on fresh points
+        (the training's warm start stays: evaluating never changes the training)."""
         with torch.no_grad():
-            sol = self.solve(self.system(self.eval_gen))
+            sol = self.solve(self.system(self.eval_gen), keep=False)
             self.model.w.copy_(sol.w[0])
 
 

@@ -181,9 +181,17 @@ class HardMoE(OperatorMethod):
 
     needs: ClassVar[frozenset[str]] = OPERATOR_NEEDS
     constrained: ClassVar[bool] = True
-    # the CI smoke grid: at most 20 LM iterations per solve (the operator cells take about 10;
-    # the MLP backbone's re-solves can take all 100 on klein_gordon, 50 s per cell)
-    smoke: ClassVar[dict[str, Any]] = {"lm_iters": 20}
+    # the CI smoke grid: fno's smoke FNO, a narrower MLP, validation every 100 steps, and at
+    # most 20 LM iterations per solve (the operator cells take about 10; the MLP backbone's
+    # re-solves can take all 100 on klein_gordon): seconds per cell
+    smoke: ClassVar[dict[str, Any]] = {
+        "lm_iters": 20,
+        "width": 8,
+        "modes": 6,
+        "proj": 16,
+        "mlp_width": 32,
+        "val_every": 100,
+    }
 
     def __init__(
         self,
@@ -462,6 +470,7 @@ class SoftConstraint(HardMoE):
     and w = 1, trained on the same residual loss; `basis` and `experts` are ignored."""
 
     constrained: ClassVar[bool] = False
+    smoke: ClassVar[dict[str, Any]] = {"width": 8, "modes": 6, "proj": 16, "val_every": 100}
 
 
 def terms_used(

@@ -133,3 +133,35 @@ def test_affine_terms_are_found_so_their_jacobian_is_formed_once_per_step():
         p = build_problem(name)
         tr = Trainer(build_method("hard_moe", experts=[1] * len(p.axes)), p, BUDGET)
         assert tr.affine == expect, (name, tr.names)
+
+
+RUN = """
+import torch
+torch.set_num_threads(1)
+from bench.registry import build_method, build_problem
+from methods.base import Budget
+from methods.hard_mlp import fit_mlp
+m = build_method("hard_moe", experts=2, basis=4, mlp_width=16, lm_iters=20)
+losses = []
+def report(step, evals=None, predictor=None, **s):
+    losses.append(s["loss"])
+    return step >= 15
+pred = fit_mlp(m, build_problem("burgers"), Budget(name="smoke", steps=15, points=64), report)
+print(repr(losses[-1]), repr(float(pred([[0.3, 0.5]])[0, 0])))
+"""
+
+
+def test_runs_do_not_depend_on_the_string_hash_seed():
+    """Two processes with different hash seeds (set orders) give bit-identical runs."""
+    import os
+    import subprocess
+    import sys
+
+    out = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": "1"}
+        res = subprocess.run(
+            [sys.executable, "-c", RUN], capture_output=True, text=True, env=env, check=True
+        )
+        out.append(res.stdout.strip().splitlines()[-1])
+    assert out[0] == out[1]
