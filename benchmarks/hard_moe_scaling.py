@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -76,6 +77,19 @@ def one(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
         return stats["lm_iters"]
 
+    points = part.count() if args.points is None else args.points
+    return _measure(args, device, step, part.n_experts, list(part.blocks), points)
+
+
+def _measure(
+    args: argparse.Namespace,
+    device: torch.device,
+    step: Callable[[], float],
+    experts: int,
+    blocks: list[int],
+    points: int,
+) -> dict:
+    """`--warmup` steps, then `--steps` timed ones: median ms, mean LM iterations, peak MB."""
     for _ in range(args.warmup):
         step()
     if device.type == "cuda":
@@ -90,12 +104,11 @@ def one(args: argparse.Namespace) -> dict:
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-    points = part.count() if args.points is None else args.points
     return {
-        "experts": part.n_experts,
-        "blocks": list(part.blocks),
+        "experts": experts,
+        "blocks": blocks,
         "points": points,
-        "points_per_expert": points / part.n_experts,
+        "points_per_expert": points / experts,
         "ms_per_step": 1000 * statistics.median(times),
         "lm_iters": statistics.mean(iters),
         "peak_mb": peak,
@@ -121,25 +134,8 @@ def one_mlp(args: argparse.Namespace, m: object, problem: object) -> dict:
         opt.step()
         return float(sol.iterations)
 
-    for _ in range(args.warmup):
-        step()
-    rss0 = _rss_kb()
-    times, iters = [], []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        iters.append(step())
-        times.append(time.perf_counter() - t0)
-    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-    points = sum(tr.sizes)
-    return {
-        "experts": tr.experts.n,
-        "blocks": list(tr.experts.blocks),
-        "points": points,
-        "points_per_expert": points / tr.experts.n,
-        "ms_per_step": 1000 * statistics.median(times),
-        "lm_iters": statistics.mean(iters),
-        "peak_mb": peak,
-    }
+    device = torch.device(args.device)
+    return _measure(args, device, step, tr.experts.n, list(tr.experts.blocks), sum(tr.sizes))
 
 
 def main() -> None:
