@@ -47,7 +47,7 @@ from problems.base import (
     check_int,
     check_real,
 )
-from problems.operator import SCALES, Progress, _checksum, check_sizes
+from problems.operator import SCALES, Progress, check_sizes, checksum
 from problems.solvers.ode import Rhs, integrate
 
 __all__ = [
@@ -472,7 +472,7 @@ _ARRAYS = ("times", "values", "params", "dims", "system", "equations")
 
 def _save(path: Any, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
     data = {k: np.asarray(arrays[k]) for k in _ARRAYS}
-    blob = json.dumps({**meta, "checksum": _checksum(data)})
+    blob = json.dumps({**meta, "checksum": checksum(data)})
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
     np.savez(tmp, meta=np.array(blob), **data)
     os.replace(tmp, path)  # atomic: a reader never sees a half-written file
@@ -485,7 +485,7 @@ def _load(path: Any) -> dict[str, Any] | None:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             arrays: dict[str, Any] = {k: z[k] for k in _ARRAYS}
-        if meta.pop("checksum", None) != _checksum(arrays):
+        if meta.pop("checksum", None) != checksum(arrays):
             raise ValueError("checksum mismatch")
         arrays["meta"] = meta
         return arrays

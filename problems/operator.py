@@ -42,6 +42,7 @@ __all__ = [
     "Progress",
     "after_first_frame",
     "check_sizes",
+    "checksum",
     "data_scale",
     "periodic_derivative",
     "time_derivative",
@@ -133,7 +134,7 @@ def uniform_step(times: Any) -> float:
     return float(step[0])
 
 
-def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
+def checksum(arrays: Mapping[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
@@ -253,7 +254,7 @@ class OperatorMixin:
     def _save(self, path: Any, data: OperatorData) -> None:
         arrays = {"inputs": data.inputs, "outputs": data.outputs, "times": data.times}
         arrays.update({f"grid{i:02d}": g for i, g in enumerate(data.grid)})
-        meta = {**data.meta, "checksum": _checksum(arrays)}
+        meta = {**data.meta, "checksum": checksum(arrays)}
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, meta=np.array(json.dumps(meta, default=str)), **arrays)
         os.replace(tmp, path)  # atomic: a reader never sees a half-written file
@@ -265,7 +266,7 @@ class OperatorMixin:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 arrays = {k: z[k] for k in z.files if k != "meta"}
-            if meta.get("checksum") != _checksum(arrays):
+            if meta.get("checksum") != checksum(arrays):
                 raise ValueError("checksum mismatch")
             grid = tuple(arrays[k] for k in sorted(arrays) if k.startswith("grid"))
             return OperatorData(arrays["inputs"], arrays["outputs"], grid, arrays["times"], meta)
