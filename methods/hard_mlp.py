@@ -39,7 +39,7 @@ from methods.base import Budget, Report, TorchPredictor
 from methods.least_squares import implicit_solution, lm_solve
 from methods.nets import build_net
 from methods.taylor import FieldsBuilder, Key, probe
-from problems.base import Box, Fields, FieldsError, Problem
+from problems.base import Box, ConfigError, Fields, FieldsError, Problem
 
 __all__ = [
     "BoxExperts",
@@ -48,12 +48,15 @@ __all__ = [
     "PointSystem",
     "Trainer",
     "affine_terms",
+    "box_blocks",
     "fit_mlp",
+    "mlp_reason",
     "pointwise_reason",
 ]
 
 log = logging.getLogger(__name__)
 LR_EVERY = 1000  # MLP backbone: lr x lr_gamma every lr_step x LR_EVERY steps
+MLP_MAX_AXES = 3  # beyond this, the basis derivatives on every axis cost too much: pinn + SDGD
 
 
 class BoxExperts:
@@ -160,6 +163,47 @@ def pointwise_reason(problem: Problem, n: int = 6) -> str | None:
                         if g is not None and bool(((g != 0) & (torch.arange(n) != i)).any()):
                             return reason
     return None
+
+
+def mlp_reason(method: Any, problem: Problem) -> str | None:
+    """None when `hard_moe`'s MLP backbone can run on `problem` with `method.experts`, else
+    a one-line reason (too many axes, an integer `experts` without a time and a space axis,
+    residuals that pair points)."""
+    axes = problem.axes
+    if len(axes) > MLP_MAX_AXES:
+        return (
+            f"hard_moe's MLP backbone forms every basis function's derivatives on every "
+            f"axis; problem {problem.name!r} has {len(axes)} (at most {MLP_MAX_AXES}: "
+            "use pinn, with method.sdgd_dims for high dimensions)"
+        )
+    e = method.experts
+    if isinstance(e, int) and not isinstance(e, bool) and ("t" not in axes or len(axes) < 2):
+        return (
+            f"an integer method.experts splits the space axes of a time-dependent PDE, "
+            f"and problem {problem.name!r} has axes {axes}: give one count per axis, e.g. "
+            f"method.experts={[1] * len(axes)} (one expert: the single hard constraint)"
+        )
+    return pointwise_reason(problem)
+
+
+def box_blocks(method: Any, problem: Problem) -> tuple[int, ...]:
+    """The experts of `method` on `problem`: one block count per axis (an integer n splits
+    the space axes as the operator backbone splits its grid's: n in 1-D, near-square in 2-D)."""
+    axes = problem.axes
+    e = method.experts
+    if isinstance(e, int) and not isinstance(e, bool):
+        blocks = [1] * len(axes)
+        space = [i for i, a in enumerate(axes) if a != "t"]
+        for i, nb in zip(space, method._blocks_for(min(2, len(space)))[1:]):
+            blocks[i] = nb
+        return tuple(blocks)
+    given = tuple(method._blocks_for(0))
+    if len(given) != len(axes):
+        raise ConfigError(
+            f"method.experts={list(given)} needs {len(axes)} counts here, one per axis of "
+            f"{axes} (the problem's order), e.g. {[2] * len(axes)}"
+        )
+    return given
 
 
 def affine_terms(
@@ -321,7 +365,7 @@ class Trainer:
         if budget.points is not None:
             sizes = [min(n, budget.points) for n in sizes]
         self.sizes = sizes
-        self.experts = BoxExperts(problem.domain, method.blocks_for_box(problem))
+        self.experts = BoxExperts(problem.domain, box_blocks(method, problem))
         held = torch.zeros(self.experts.n, dtype=torch.bool)
         for c in conds:
             held[

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from bench.registry import register_method
 from methods.base import Budget, OperatorPredictor, Report
 from methods.fno import FNONet
-from methods.hard_mlp import fit_mlp, pointwise_reason
+from methods.hard_mlp import fit_mlp, mlp_reason
 from methods.least_squares import Partition, implicit_solution, lm_solve
 from methods.operator import OperatorMethod, Selector, StepModel
 from problems.base import ConfigError, OperatorData, Problem, check_int, check_real
@@ -62,7 +62,6 @@ __all__ = ["ConstraintSystem", "HardMoE", "SoftConstraint"]
 SHARED = ("batch_size", "normalize", "optimizer", "lr", "weight_decay", "lr_step", "lr_gamma")
 SHARED += ("select", "val_every", "eval_batch")
 OPERATOR_NEEDS = frozenset({"operator_data", "grid_residuals"})
-MLP_MAX_AXES = 3
 
 
 class ConstraintSystem:
@@ -167,7 +166,7 @@ class HardMoE(OperatorMethod):
         lr_step, lr_gamma (StepLR in epochs), select (val | last), val_every, eval_batch.
 
     On a single-instance problem (the MLP backbone, `methods/hard_mlp.py`, at most
-    `MLP_MAX_AXES` axes): an integer `experts` n splits the space axes of a time-dependent
+    `hard_mlp.MLP_MAX_AXES` axes): an integer `experts` n splits the space axes of a time-dependent
     PDE as above (each block then holds its share of the initial condition); on a steady
     problem or an ODE, give one count per axis in the problem's order (e.g. [1]: the single
     hard constraint), since a block that holds no condition has only the zero solution of a
@@ -262,44 +261,8 @@ class HardMoE(OperatorMethod):
                 "`+method=pinn method.hard_constraints=false`"
             )
         if reason is None and "operator_data" not in problem.capabilities:
-            reason = self._mlp_reason(problem) or pointwise_reason(problem)
+            reason = mlp_reason(self, problem)
         return reason
-
-    def _mlp_reason(self, problem: Problem) -> str | None:
-        axes = problem.axes
-        if len(axes) > MLP_MAX_AXES:
-            return (
-                f"hard_moe's MLP backbone forms every basis function's derivatives on every "
-                f"axis; problem {problem.name!r} has {len(axes)} (at most {MLP_MAX_AXES}: "
-                "use pinn, with method.sdgd_dims for high dimensions)"
-            )
-        integer = isinstance(self.experts, int) and not isinstance(self.experts, bool)
-        if integer and ("t" not in axes or len(axes) < 2):
-            return (
-                f"an integer method.experts splits the space axes of a time-dependent PDE, "
-                f"and problem {problem.name!r} has axes {axes}: give one count per axis, e.g. "
-                f"method.experts={[1] * len(axes)} (one expert: the single hard constraint)"
-            )
-        return None
-
-    def blocks_for_box(self, problem: Problem) -> tuple[int, ...]:
-        """The MLP backbone's experts: one block count per axis of `problem`."""
-        axes = problem.axes
-        e = self.experts
-        if isinstance(e, int) and not isinstance(e, bool):
-            blocks = [1] * len(axes)
-            space = [i for i, a in enumerate(axes) if a != "t"]
-            split = self._blocks_for(min(2, len(space)))[1:]  # type: ignore[index]
-            for i, nb in zip(space, split):
-                blocks[i] = nb
-            return tuple(blocks)
-        blocks = self._blocks_for(0)
-        if len(blocks) != len(axes):  # type: ignore[arg-type]
-            raise ConfigError(
-                f"method.experts={list(blocks)} needs {len(axes)} counts here, one per axis of "  # type: ignore[arg-type]
-                f"{axes} (the problem's order), e.g. {[2] * len(axes)}"
-            )
-        return blocks  # type: ignore[return-value]
 
     def _blocks_for(self, dim: int) -> tuple[int, ...] | None:
         e = self.experts

@@ -14,7 +14,7 @@ import torch
 from bench.registry import build_method, build_problem
 from bench.run import run_cell
 from methods.base import Budget
-from methods.hard_mlp import BoxExperts, HardPredictor, Trainer
+from methods.hard_mlp import BoxExperts, HardPredictor, Trainer, box_blocks
 from problems.base import Box, ConfigError
 
 BUDGET = Budget(name="smoke", steps=10, points=64)
@@ -99,8 +99,8 @@ def test_pairs_of_points_are_not_applicable_and_the_soft_baseline_points_to_pinn
 
 def test_experts_per_axis_and_their_defaults():
     m = build_method("hard_moe", experts=4)
-    assert m.blocks_for_box(build_problem("burgers")) == (4, 1)  # axes (x, t): space only
-    assert build_method("hard_moe", experts=[2, 3]).blocks_for_box(build_problem("burgers")) == (
+    assert box_blocks(m, build_problem("burgers")) == (4, 1)  # axes (x, t): space only
+    assert box_blocks(build_method("hard_moe", experts=[2, 3]), build_problem("burgers")) == (
         2,
         3,
     )
@@ -119,7 +119,7 @@ def test_experts_per_axis_and_their_defaults():
     with pytest.raises(
         ConfigError, match=r"method\.experts=\[2, 2, 2\] needs 2 counts.*\('x', 't'\)"
     ):
-        build_method("hard_moe", experts=[2, 2, 2]).blocks_for_box(build_problem("burgers"))
+        box_blocks(build_method("hard_moe", experts=[2, 2, 2]), build_problem("burgers"))
 
 
 def test_experts_that_hold_no_condition_are_named_in_a_warning(caplog):
