@@ -192,12 +192,13 @@ def smoke_grid(only: Sequence[Cell] = ()) -> tuple[list[Cell], list[str]]:
 
 def _run_one(m: str, p: str, seed: int, out_dir: Path, track: bool) -> dict[str, Any]:
     """One smoke cell; an exception becomes a `failed` record (the gate reports, never crashes)."""
-    from bench.registry import methods
+    from bench.registry import methods, problems
     from bench.run import run_cell
 
     shutil.rmtree(out_dir, ignore_errors=True)  # never compare a stale metrics.json
     overrides = ["budget=smoke", f"seed={seed}", "threads=1", "device=cpu"]
     overrides += [f"method.{k}={v}" for k, v in methods()[m].smoke.items()]  # its smoke size
+    overrides += [f"problem.{k}={v}" for k, v in problems()[p].smoke.items()]
     overrides += ["eval.figures=false", f"tracking.enabled={str(track).lower()}"]
     try:
         return run_cell(m, p, overrides=overrides, output_dir=out_dir)

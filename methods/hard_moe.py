@@ -180,10 +180,13 @@ class HardMoE(OperatorMethod):
 
     needs: ClassVar[frozenset[str]] = OPERATOR_NEEDS
     constrained: ClassVar[bool] = True
-    # the CI smoke grid: fno's smoke FNO, a narrower MLP, validation every 100 steps, and at
-    # most 20 LM iterations per solve (the operator cells take about 10; the MLP backbone's
-    # re-solves can take all 100 on klein_gordon): seconds per cell
+    # the CI smoke grid: fno's smoke FNO, a narrower MLP, half the basis, 3 samples per step,
+    # validation every 100 steps, and at most 20 LM iterations per solve (the operator cells
+    # take about 10; the MLP backbone's re-solves can take all 100 on klein_gordon): seconds
+    # per cell (the operator cells cost 3x more with the default basis and batch)
     smoke: ClassVar[dict[str, Any]] = {
+        "basis": 8,
+        "batch_size": 3,
         "lm_iters": 20,
         "width": 8,
         "modes": 6,

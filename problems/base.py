@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -289,6 +289,10 @@ class Problem(ABC):
     reference_keys: tuple[str, ...] | None = None  # params the reference depends on (None: all)
     gauge_fields: tuple[str, ...] = ()  # fields defined only up to a constant (pressure)
     field_groups: dict[str, tuple[str, ...]] = {}  # extra pooled rel_l2, e.g. velocity: (u, v)
+    smoke: ClassVar[dict[str, Any]] = {}
+    """Overrides of the problem's settings for the CI smoke grid (`bench-check`) only, e.g. fewer
+    points per step where each point is costly; empty for most problems. Never the equation or
+    the reference: the smoke cell guards the same problem, only cheaper."""
 
     def __init__(self, **params: Any) -> None:
         self.params = dict(params)

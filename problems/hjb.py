@@ -22,6 +22,7 @@ It holds `n_eval x (d + 1)` float64 coordinates, so `n_eval` must shrink as d gr
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -57,6 +58,9 @@ class _TerminalValueProblem(Problem):
     """
 
     fields = ("u",)
+    # the CI smoke grid: a quarter of the default points; at d = 100 each collocation point
+    # carries 1 + 2d derivative rows through the net, so these cells cost the most per point
+    smoke: ClassVar[dict[str, Any]] = {"n_collocation": 64, "n_terminal": 64}
 
     def __init__(
         self,

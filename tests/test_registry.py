@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from omegaconf import OmegaConf
 
 from bench import registry
 from bench.run import compose
@@ -31,6 +32,17 @@ def test_every_pair_composes(method, problem):
     for budget in ("smoke", "standard", "paper"):
         c = compose(method, problem, [f"budget={budget}"])
         Budget.from_dict(dict(c.budget), name=budget)
+
+
+@pytest.mark.parametrize("kind", ["method", "problem"])
+def test_smoke_overrides_are_valid_settings(kind):
+    """bench-check's `smoke` overrides name settings of the YAML, with values it accepts."""
+    table = registry.methods() if kind == "method" else registry.problems()
+    build = registry.build_method if kind == "method" else registry.build_problem
+    for name, cls in table.items():
+        yaml = OmegaConf.load(registry.CONF_DIR / kind / f"{name}.yaml")
+        assert set(cls.smoke) <= set(yaml), f"{kind} {name}: {set(cls.smoke) - set(yaml)}"
+        build(name, **cls.smoke)
 
 
 def test_unknown_names_list_the_available_ones():
