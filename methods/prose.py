@@ -102,6 +102,37 @@ def _encoder(s: Sizes, layers: int) -> nn.TransformerEncoder:
     )
 
 
+def numeric_features(vocab: Sequence[str], max_exponent: int) -> Tensor:
+    """`[vocab, 2]`: a mantissa token `Nddd`'s digits as a fraction (N109 -> 0.109), an exponent
+    token `Ek`'s k / max_exponent; zero for every other token."""
+    out = torch.zeros(len(vocab), 2)
+    for i, tok in enumerate(vocab):
+        if tok[:1] == "N" and tok[1:].isdigit():
+            out[i, 0] = int(tok[1:]) / 10 ** len(tok[1:])
+        elif tok[:1] == "E" and tok[1:].lstrip("+-").isdigit():
+            out[i, 1] = int(tok[1:]) / max(max_exponent, 1)
+    return out
+
+
+class TokenEmbedding(nn.Module):
+    """A learned embedding per token, plus (with `numeric`) a learned linear map of the token's
+    numeric value (`numeric_features`): neighbouring mantissas start with neighbouring
+    embeddings instead of 1000 unrelated ones, each seen a few times in a short training."""
+
+    def __init__(self, vocab: int, dim: int, numeric: Tensor | None) -> None:
+        super().__init__()
+        self.table = nn.Embedding(vocab, dim, padding_idx=PAD)
+        self.value = nn.Linear(2, dim, bias=False) if numeric is not None else None
+        if numeric is not None:
+            self.register_buffer("numeric", numeric, persistent=False)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        out = self.table(ids)
+        if self.value is not None:
+            out = out + self.value(self.numeric.to(out.dtype)[ids])
+        return out
+
+
 class QueryLayer(nn.Module):
     """Query tokens cross-attend to the memory, then a feed-forward block (pre-LN)."""
 
@@ -123,7 +154,7 @@ class ProseNet(nn.Module):
 
     def __init__(
         self, s: Sizes, vocab: int, n_pos: int, text_input: bool, text_output: bool,
-        t_scale: float,
+        t_scale: float, numeric: Tensor | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         self.sizes, self.n_pos, self.t_scale = s, n_pos, t_scale
@@ -137,11 +168,11 @@ class ProseNet(nn.Module):
         self.query_layers = nn.ModuleList(QueryLayer(s) for _ in range(s.data_dec_layers))
         self.data_out = nn.Sequential(nn.LayerNorm(s.dim), nn.Linear(s.dim, 3))
         if text_input:
-            self.text_embed = nn.Embedding(vocab, s.dim, padding_idx=PAD)
+            self.text_embed = TokenEmbedding(vocab, s.dim, numeric)
             self.text_pos = nn.Embedding(n_pos, s.dim)
             self.text_encoder = _encoder(s, s.text_layers)
         if text_output:
-            self.out_embed = nn.Embedding(vocab, s.dim, padding_idx=PAD)
+            self.out_embed = TokenEmbedding(vocab, s.dim, numeric)
             self.out_pos = nn.Embedding(n_pos + 1, s.dim)
             layer = nn.TransformerDecoderLayer(
                 s.dim, s.heads, s.ffn, dropout=0.0, activation="gelu", batch_first=True,
@@ -189,8 +220,11 @@ class ProseNet(nn.Module):
             q = layer(q, fused, pad)
         return self.data_out(q) * scale[:, None, None] * mask[:, None]
 
-    def text_logits(self, fused: Tensor, pad: Tensor | None, inputs: Tensor) -> Tensor:
-        """Next-token logits `[B, S, vocab]` for decoder inputs `[B, S]` (BOS first)."""
+    def text_logits(
+        self, fused: Tensor, pad: Tensor | None, inputs: Tensor, last: bool = False
+    ) -> Tensor:
+        """Next-token logits `[B, S, vocab]` for decoder inputs `[B, S]` (BOS first); with
+        `last`, only the last position's `[B, 1, vocab]` (greedy decoding)."""
         n = inputs.shape[1]
         pos = torch.arange(n, device=inputs.device)
         y = self.out_embed(inputs) + self.out_pos(pos)
@@ -199,7 +233,7 @@ class ProseNet(nn.Module):
             y, fused, tgt_mask=causal, tgt_key_padding_mask=inputs == PAD,
             memory_key_padding_mask=pad,
         )  # fmt: skip
-        return self.text_out(y)
+        return self.text_out(y[:, -1:] if last else y)
 
     @torch.no_grad()
     def greedy(self, fused: Tensor, pad: Tensor | None, max_len: int) -> Tensor:
@@ -208,7 +242,7 @@ class ProseNet(nn.Module):
         seq = torch.full((b, 1), BOS, dtype=torch.long, device=fused.device)
         done = torch.zeros(b, dtype=torch.bool, device=fused.device)
         for _ in range(min(max_len, self.n_pos)):
-            nxt = self.text_logits(fused, pad, seq)[:, -1].argmax(-1)
+            nxt = self.text_logits(fused, pad, seq, last=True)[:, -1].argmax(-1)
             nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
             seq = torch.cat([seq, nxt[:, None]], 1)
             done |= nxt == EOS
@@ -223,12 +257,18 @@ class ProsePredictor(FamilyPredictor):
     def __init__(self, net: ProseNet, method: PROSE, vocab: list[str], batch: int = 64) -> None:
         self.net, self.method, self.vocab, self.batch = net, method, vocab, batch
         self.index = {tok: i for i, tok in enumerate(vocab)}
+        self._ids: dict[tuple[str, ...], list[int]] = {}  # symbol_ids by input (sympy is slow)
 
     def symbol_ids(self, tokens: Sequence[str]) -> list[int]:
         """Ids of one sample's symbols: `encode_system` tokens at our precision as they are;
         tokens at another precision, or the equations as strings (one per component, for
         sympify), re-encoded; else unknown tokens become UNK. Cut to the position table."""
-        tokens = list(tokens)
+        key = tuple(tokens)
+        if key not in self._ids:
+            self._ids[key] = self._symbol_ids(list(tokens))
+        return self._ids[key]
+
+    def _symbol_ids(self, tokens: list[str]) -> list[int]:
         if not (all(t in self.index for t in tokens) and parses(tokens)):
             for read in (decode_system, _sympify):
                 try:
@@ -312,6 +352,7 @@ class PROSE(Method):
         sizes: Mapping[str, Any] | None = None,
         text_input: bool = True,
         text_output: bool = True,
+        numeric_embedding: bool = True,
         data_weight: float = 6.0,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
@@ -329,10 +370,12 @@ class PROSE(Method):
         default = dict(dim=64, heads=4, ffn=128, data_layers=1, text_layers=1, fusion_layers=2,
                        data_dec_layers=2, text_dec_layers=2)  # fmt: skip
         self.sizes = _check_sizes(sizes if sizes is not None else {b: default for b in BUDGETS})
-        for key, flag in (("text_input", text_input), ("text_output", text_output)):
+        flags = ("text_input", text_input), ("text_output", text_output)
+        for key, flag in (*flags, ("numeric_embedding", numeric_embedding)):
             if not isinstance(flag, bool):
                 raise ConfigError(f"method.{key} must be true or false, got {flag!r}")
         self.text_input, self.text_output = text_input, text_output
+        self.numeric_embedding = numeric_embedding
         self.data_weight = check_real("method.data_weight", data_weight, 0.0, strict=False)
         self.lr = check_real("method.lr", lr, 0.0)
         self.weight_decay = check_real("method.weight_decay", weight_decay, 0.0, strict=False)
@@ -383,10 +426,11 @@ class PROSE(Method):
         ids = self._train_tokens(train.equations[:n])
         n_pos = max(self.max_len, max(map(len, ids)) + 1)
         sizes = self.sizes[budget.name if budget.name in BUDGETS else "standard"]
+        num = numeric_features(self.vocab, self.max_exponent) if self.numeric_embedding else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             net = ProseNet(sizes, len(self.vocab), n_pos, self.text_input, self.text_output,
-                           float(train.times[-1]))  # fmt: skip
+                           float(train.times[-1]), num)  # fmt: skip
         net = net.to(dtype=self.dtype, device=self.device)
         pred = ProsePredictor(net, self, self.vocab, self.eval_batch)
         like = next(net.parameters())

@@ -11,7 +11,7 @@ import torch
 
 from bench.registry import build_method, build_problem
 from methods.base import Budget
-from methods.prose import BOS, PROSE, ProsePredictor, _sympify
+from methods.prose import BOS, PROSE, ProsePredictor, TokenEmbedding, _sympify, numeric_features
 from problems.base import ConfigError
 from problems.symbolic import encode_system, parses
 
@@ -171,6 +171,7 @@ def test_too_small_max_exponent_is_a_clear_error(family):
         ({"sizes": {**SIZES, "paper": {**TINY, "ffn": 0}}}, "sizes.paper.ffn"),
         ({"select": "best"}, "select"),
         ({"text_input": "yes"}, "text_input"),
+        ({"numeric_embedding": 1}, "numeric_embedding"),
         ({"lr": -1.0}, "lr"),
         ({"warmup": 0}, "warmup"),
         ({"train_noise": -0.1}, "train_noise"),
@@ -188,3 +189,32 @@ def test_applicable_only_to_families(family):
     assert m.applicable(family[0]) is None
     reason = m.applicable(build_problem("burgers"))
     assert reason and "family_data" in reason
+
+
+def test_numeric_embedding_reads_the_value_of_number_tokens():
+    vocab = ["<pad>", "add", "N109", "N999", "E-2", "E3", "INT+", "7", "x0"]
+    f = numeric_features(vocab, max_exponent=6)
+    expected = [
+        [0, 0],
+        [0, 0],
+        [0.109, 0],
+        [0.999, 0],
+        [0, -2 / 6],
+        [0, 0.5],
+        [0, 0],
+        [0, 0],
+        [0, 0],
+    ]
+    torch.testing.assert_close(f, torch.tensor(expected))
+    emb = TokenEmbedding(len(vocab), 4, f)
+    ids = torch.tensor([2, 3])  # two mantissas: their embeddings differ by the value map too
+    diff = emb(ids)[1] - emb(ids)[0] - (emb.table.weight[3] - emb.table.weight[2])
+    torch.testing.assert_close(diff, emb.value.weight[:, 0] * (0.999 - 0.109))
+    assert TokenEmbedding(len(vocab), 4, None).value is None  # numeric_embedding=false: PROSE's
+
+
+def test_without_numeric_embedding_it_still_trains(family):
+    problem, _, _ = family
+    pred, log = fit(tiny(numeric_embedding=False), problem, 3)
+    assert pred.net.text_embed.value is None and len(log) == 3
+
