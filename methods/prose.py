@@ -19,7 +19,11 @@ Deviations from PROSE-ODE: states enter divided by the per-sample RMS of the obs
 (its log is an input feature, the output is multiplied back), so that Lorenz (|u| ~ 40) and
 Adler (|u| ~ 3) share one scale; times enter as Fourier features, not raw; sizes per budget
 (`sizes`), PROSE's (d 512, 8 heads, 2/4/8/8/8 layers) only at `paper`; AdamW (PROSE-ODE:
-Adam) with lr 1e-3 at our small sizes; greedy decoding only (PROSE also has beam search).
+Adam) with lr 1e-3 at our small sizes; greedy decoding only (PROSE also has beam search);
+number tokens also embed their value (`numeric_embedding`, off restores PROSE's plain table);
+at `smoke`/`standard` (conf/method/prose.yaml), `Sizes.symbol_latents` learned queries
+summarise the symbol tokens, read without a symbol encoder (`text_layers` 0), and only these
+summaries enter the fusion (PROSE's layout, 0 and 4 layers, at `paper`).
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ N_FREQ = 8  # Fourier features sin/cos(k pi t / t_scale), k = 1..N_FREQ, plus t 
 BUDGETS = ("smoke", "standard", "paper")
 
 
+ZERO_OK = ("text_layers", "symbol_latents")  # sizes that may be 0
+
+
 @dataclass(frozen=True)
 class Sizes:
     """Model sizes: width, heads, feed-forward width, layers of each of the five parts."""
@@ -64,13 +71,17 @@ class Sizes:
     fusion_layers: int
     data_dec_layers: int
     text_dec_layers: int
+    symbol_latents: int
+    """0: every symbol token enters the fusion (PROSE); k: k learned queries cross-attend to the
+    encoded symbols and only these k summaries enter it (the fusion and both decoders then
+    attend over input_len + k tokens instead of input_len + up to 75: a cheaper step)."""
 
     @classmethod
     def check(cls, key: str, d: object) -> Sizes:
         names = [f.name for f in fields(cls)]
         if not isinstance(d, Mapping) or set(d) != set(names):
             raise ConfigError(f"{key} must give exactly {names}, got {d!r}")
-        out = cls(**{k: check_int(f"{key}.{k}", d[k]) for k in names})
+        out = cls(**{k: check_int(f"{key}.{k}", d[k], int(k not in ZERO_OK)) for k in names})
         if out.dim % out.heads:
             raise ConfigError(f"{key}.dim = {out.dim} must be a multiple of heads = {out.heads}")
         return out
@@ -170,7 +181,10 @@ class ProseNet(nn.Module):
         if text_input:
             self.text_embed = TokenEmbedding(vocab, s.dim, numeric)
             self.text_pos = nn.Embedding(n_pos, s.dim)
-            self.text_encoder = _encoder(s, s.text_layers)
+            self.text_encoder = _encoder(s, s.text_layers) if s.text_layers else None
+            self.text_pool = QueryLayer(s) if s.symbol_latents else None
+            if s.symbol_latents:
+                self.text_latents = nn.Parameter(0.02 * torch.randn(s.symbol_latents, s.dim))
         if text_output:
             self.out_embed = TokenEmbedding(vocab, s.dim, numeric)
             self.out_pos = nn.Embedding(n_pos + 1, s.dim)
@@ -206,7 +220,12 @@ class ProseNet(nn.Module):
             pos = torch.arange(symbols.shape[1], device=symbols.device)
             pad = symbols == PAD
             y = self.text_embed(symbols) + self.text_pos(pos)
-            y = self.text_encoder(y, src_key_padding_mask=pad) + self.modality.weight[1]
+            if self.text_encoder is not None:
+                y = self.text_encoder(y, src_key_padding_mask=pad)
+            if self.text_pool is not None:  # `Sizes.symbol_latents` summaries replace the tokens
+                y = self.text_pool(self.text_latents.expand(b, -1, -1), y, pad)
+                pad = torch.zeros(y.shape[:2], dtype=torch.bool, device=y.device)
+            y = y + self.modality.weight[1]
             x = torch.cat([x, y], 1)
             pad = torch.cat([torch.zeros(b, length, dtype=torch.bool, device=x.device), pad], 1)
         return self.fusion(x, src_key_padding_mask=pad), pad, scale
@@ -368,7 +387,7 @@ class PROSE(Method):
     ) -> None:
         super().__init__()
         default = dict(dim=64, heads=4, ffn=128, data_layers=1, text_layers=1, fusion_layers=2,
-                       data_dec_layers=2, text_dec_layers=2)  # fmt: skip
+                       data_dec_layers=2, text_dec_layers=2, symbol_latents=0)  # fmt: skip
         self.sizes = _check_sizes(sizes if sizes is not None else {b: default for b in BUDGETS})
         flags = ("text_input", text_input), ("text_output", text_output)
         for key, flag in (*flags, ("numeric_embedding", numeric_embedding)):

@@ -49,6 +49,23 @@ def test_lm_finds_the_roots_of_every_problem_in_the_batch():
     assert sol.cost < 1e-16 < sol.cost0
 
 
+def test_lm_stops_once_even_small_steps_are_rejected():
+    """Where no step lowers C (here a Jacobian of the wrong sign makes every step uphill, as
+    rounding does at an optimum), the damping grows until the step is below tolerance, and LM
+    stops there, converged, without moving, instead of running to max_iter."""
+    gen = torch.Generator().manual_seed(1)
+    A, b = torch.randn(2, 3, 5, 4, generator=gen), torch.randn(2, 3, 5, generator=gen)
+
+    def uphill(w):
+        return torch.einsum("beij,bej->bei", A, w) - b, -A.transpose(-1, -2)
+
+    w0 = torch.randn(2, 3, 4, generator=gen)
+    sol = lm_solve(uphill, w0, ridge=0.0, max_iter=500, rtol=1e-6, atol=1e-6)
+    assert sol.converged == 1.0 and sol.iterations < 100, sol.iterations
+    torch.testing.assert_close(sol.w, w0)  # every step was rejected
+    assert sol.cost == pytest.approx(sol.cost0)
+
+
 def test_lm_with_a_ridge_matches_the_closed_form_of_a_linear_problem():
     gen = torch.Generator().manual_seed(1)
     A = torch.randn(2, 3, 20, 5, generator=gen)  # [B, E, M, N]

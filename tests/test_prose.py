@@ -16,7 +16,7 @@ from problems.base import ConfigError
 from problems.symbolic import encode_system, parses
 
 TINY = dict(dim=32, heads=2, ffn=64, data_layers=1, text_layers=1, fusion_layers=1,
-            data_dec_layers=1, text_dec_layers=1)  # fmt: skip
+            data_dec_layers=1, text_dec_layers=1, symbol_latents=0)  # fmt: skip
 SIZES = {b: TINY for b in ("smoke", "standard", "paper")}
 # a small family that a tiny model learns in seconds: two 1-/2-D systems, one held out
 FAMILY = dict(
@@ -172,6 +172,7 @@ def test_too_small_max_exponent_is_a_clear_error(family):
         ({"select": "best"}, "select"),
         ({"text_input": "yes"}, "text_input"),
         ({"numeric_embedding": 1}, "numeric_embedding"),
+        ({"sizes": {**SIZES, "smoke": {**TINY, "symbol_latents": -1}}}, "smoke.symbol_latents"),
         ({"lr": -1.0}, "lr"),
         ({"warmup": 0}, "warmup"),
         ({"train_noise": -0.1}, "train_noise"),
@@ -218,3 +219,21 @@ def test_without_numeric_embedding_it_still_trains(family):
     pred, log = fit(tiny(numeric_embedding=False), problem, 3)
     assert pred.net.text_embed.value is None and len(log) == 3
 
+
+def test_symbol_latents_summarise_the_symbols_in_k_tokens(family):
+    problem, train, _ = family
+    latent = {**TINY, "symbol_latents": 4, "text_layers": 0}  # standard's layout
+    m = build_method("prose", sizes={b: latent for b in SIZES})
+    m.dtype = torch.float32
+    pred, _ = fit(m, problem, 2)
+    net, length = pred.net, train.input_len
+    obs = torch.as_tensor(train.observed[:3], dtype=torch.float32)
+    mask = (torch.arange(3) < torch.as_tensor(train.dims[:3])[:, None]).float()
+    t = torch.as_tensor(train.times[:length], dtype=torch.float32)
+    ids = [pred.symbol_ids(s) for s in symbols_of(train, m)[:3]]
+    with torch.no_grad():
+        for n in (5, 9):  # whatever the symbols' length, the fusion sees length + 4 tokens
+            fused, pad, _ = net.encode(obs, t, mask, torch.tensor([r[:n] for r in ids]))
+            assert fused.shape[1] == length + 4 and not pad.any()
+        other, _, _ = net.encode(obs, t, mask, torch.tensor([r[:9] for r in ids[::-1]]))
+    assert not torch.allclose(other, fused)  # ... and they still depend on the symbols
