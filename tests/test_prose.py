@@ -67,6 +67,17 @@ def val_error(pred: ProsePredictor, val, symbols) -> float:
     )
 
 
+def fitted_inputs(method: PROSE, problem, data, steps: int, n: int):
+    """The predictor after `steps` steps, and the first `n` samples of `data` as the net's
+    inputs: observed states, their times, the component mask and the symbol ids."""
+    pred, _ = fit(method, problem, steps)
+    obs = torch.as_tensor(data.observed[:n], dtype=torch.float32)
+    mask = (torch.arange(3) < torch.as_tensor(data.dims[:n])[:, None]).float()
+    t = torch.as_tensor(data.times[: data.input_len], dtype=torch.float32)
+    ids = [pred.symbol_ids(s) for s in symbols_of(data, method)[:n]]
+    return pred, (obs, t, mask, ids)
+
+
 def test_contract_shapes_times_and_symbols(family):
     problem, train, _ = family
     m = tiny()
@@ -103,13 +114,8 @@ def test_contract_shapes_times_and_symbols(family):
 
 def test_symbol_decoder_is_causal(family):
     problem, train, _ = family
-    m = tiny()
-    pred, _ = fit(m, problem, 1)
-    net, length = pred.net, train.input_len
-    obs = torch.as_tensor(train.observed[:2], dtype=torch.float32)
-    mask = (torch.arange(3) < torch.as_tensor(train.dims[:2])[:, None]).float()
-    t = torch.as_tensor(train.times[:length], dtype=torch.float32)
-    ids = [pred.symbol_ids(s) for s in symbols_of(train, m)[:2]]
+    pred, (obs, t, mask, ids) = fitted_inputs(tiny(), problem, train, 1, 2)
+    net = pred.net
     sym = torch.tensor([r[:8] for r in ids])
     with torch.no_grad():
         fused, pad, _ = net.encode(obs, t, mask, sym)
@@ -225,12 +231,8 @@ def test_symbol_latents_summarise_the_symbols_in_k_tokens(family):
     latent = {**TINY, "symbol_latents": 4, "text_layers": 0}  # standard's layout
     m = build_method("prose", sizes={b: latent for b in SIZES})
     m.dtype = torch.float32
-    pred, _ = fit(m, problem, 2)
+    pred, (obs, t, mask, ids) = fitted_inputs(m, problem, train, 2, 3)
     net, length = pred.net, train.input_len
-    obs = torch.as_tensor(train.observed[:3], dtype=torch.float32)
-    mask = (torch.arange(3) < torch.as_tensor(train.dims[:3])[:, None]).float()
-    t = torch.as_tensor(train.times[:length], dtype=torch.float32)
-    ids = [pred.symbol_ids(s) for s in symbols_of(train, m)[:3]]
     with torch.no_grad():
         for n in (5, 9):  # whatever the symbols' length, the fusion sees length + 4 tokens
             fused, pad, _ = net.encode(obs, t, mask, torch.tensor([r[:n] for r in ids]))
