@@ -11,7 +11,8 @@ import torch
 
 from bench.registry import build_method, build_problem
 from methods.base import Budget
-from methods.prose import BOS, PROSE, ProsePredictor, TokenEmbedding, _sympify, numeric_features
+from methods.prose import PROSE, ProsePredictor, _sympify
+from methods.prose_net import BOS, TokenEmbedding, numeric_features
 from problems.base import ConfigError
 from problems.symbolic import encode_system, parses
 
