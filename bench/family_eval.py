@@ -254,27 +254,16 @@ class FamilyScorer:
 def prepare_family_data(
     problem: Problem, budget_name: str, mode: str
 ) -> tuple[FamilyScorer, dict[str, float]]:
-    """Every split at the budget's scale, generated (with a progress display) or loaded before
-    training starts, so generation never counts as training time; the scorer, and the data
-    metrics (`data_seconds`: the generation time of all splits, cached or not)."""
-    from bench.console import DataProgress
+    """Every split at the budget's scale (`test_systems` only with held-out systems), generated
+    or loaded before training starts, so generation never counts as training time; the scorer,
+    and the data metrics (`bench.operator_eval.load_splits`)."""
+    from bench.operator_eval import load_splits
     from problems.operator import data_scale
 
     scale = data_scale(budget_name)
-    seconds, cached, splits = 0.0, True, {}
-    for split in SPLITS:
-        if split == "test_systems" and not problem.params.get("held_out_systems"):
-            continue
-        progress = DataProgress(f"{problem.name}: generating the {split} split ({scale})", mode)
-        try:
-            data = problem.family_data(split, scale, progress)
-        finally:
-            progress.close()
-        seconds += float(data.meta.get("seconds", 0.0))
-        cached = cached and bool(data.meta.get("cached", False))
-        splits[split] = data
-    scorer = FamilyScorer(problem, scale, splits["test"], splits.get("test_systems"))
-    return scorer, {"data_seconds": seconds, "data_cached": float(cached)}
+    names = [s for s in SPLITS if s != "test_systems" or problem.params.get("held_out_systems")]
+    splits, metrics = load_splits(problem, problem.family_data, names, scale, mode)  # type: ignore[attr-defined]
+    return FamilyScorer(problem, scale, splits["test"], splits.get("test_systems")), metrics
 
 
 def write_family_outputs(out_dir: Any, scorer: FamilyScorer, extra: dict[str, Any]) -> list[Any]:

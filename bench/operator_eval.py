@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -247,31 +247,38 @@ def matched_cost(curve: Sequence[dict], error: float) -> float | None:
 
 
 # -- the run's side -----------------------------------------------------------------------------
-def prepare_operator_data(
-    problem: Problem, budget_name: str, mode: str
-) -> tuple[OperatorScorer, dict[str, float]]:
-    """Every split at the budget's scale, generated (with a progress display) or loaded before
-    training starts, so generation never counts as training time; the scorer on the test split,
-    and the data metrics (`data_seconds`: the generation time of all splits, also when they
-    came from the cache: the data's cost is part of every operator method's cost)."""
+def load_splits(
+    problem: Problem, load: Callable[..., Any], splits: Sequence[str], scale: str, mode: str
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """`load(split, scale, progress)` for each split, with a progress display; the splits by
+    name, and the data metrics (`data_seconds`: the generation time of all splits, also when
+    they came from the cache: the data's cost is part of every data-driven method's cost)."""
     from bench.console import DataProgress
-    from problems.operator import SPLITS, data_scale
 
-    scale = data_scale(budget_name)
-    seconds, cached, test = 0.0, True, None
-    for split in SPLITS:
+    seconds, cached, out = 0.0, True, {}
+    for split in splits:
         progress = DataProgress(f"{problem.name}: generating the {split} split ({scale})", mode)
         try:
-            data = problem.operator_data(split, scale, progress)
+            data = load(split, scale, progress)
         finally:
             progress.close()
         seconds += float(data.meta.get("seconds", 0.0))
         cached = cached and bool(data.meta.get("cached", False))
-        if split == "test":
-            test = data
-    assert test is not None
-    metrics = {"data_seconds": seconds, "data_cached": float(cached)}
-    return OperatorScorer(problem, test), metrics
+        out[split] = data
+    return out, {"data_seconds": seconds, "data_cached": float(cached)}
+
+
+def prepare_operator_data(
+    problem: Problem, budget_name: str, mode: str
+) -> tuple[OperatorScorer, dict[str, float]]:
+    """Every split at the budget's scale, generated or loaded before training starts, so
+    generation never counts as training time; the scorer on the test split, and the data
+    metrics (`load_splits`)."""
+    from problems.operator import SPLITS, data_scale
+
+    scale = data_scale(budget_name)
+    splits, metrics = load_splits(problem, problem.operator_data, SPLITS, scale, mode)
+    return OperatorScorer(problem, splits["test"]), metrics
 
 
 def speedup(problem: Problem, scorer: OperatorScorer, final: dict[str, float]) -> dict[str, float]:
