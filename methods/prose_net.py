@@ -44,7 +44,7 @@ class Sizes:
         names = [f.name for f in fields(cls)]
         if not isinstance(d, Mapping) or set(d) != set(names):
             raise ConfigError(f"{key} must give exactly {names}, got {d!r}")
-        out = cls(**{k: check_int(f"{key}.{k}", d[k], int(k not in ZERO_OK)) for k in names})
+        out = cls(**{k: check_int(f"{key}.{k}", d[k], 0 if k in ZERO_OK else 1) for k in names})
         if out.dim % out.heads:
             raise ConfigError(f"{key}.dim = {out.dim} must be a multiple of heads = {out.heads}")
         return out
