@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
 from bench.registry import build_method, build_problem
 from methods.base import Budget
-from methods.hard_moe import ConstraintSystem, residual_rms
+from methods.hard_moe import ConstraintSystem, field_loss, residual_rms
 from methods.least_squares import Partition, lm_solve
 from problems.base import ConfigError
 
@@ -144,6 +145,45 @@ def test_training_lowers_the_residual_and_the_hard_constraint_ends_far_below_the
     assert out["hard_moe"] < 0.3 * out["soft_constraint"], out
 
 
+def test_the_field_loss_sees_the_seams_between_experts_the_constraint_residual_does_not():
+    """burgers_op, one basis function (a ramp in time, the same at every x) and two space
+    experts: w = (0.5, -0.5) is the seamless field w = 0.5 on the left half and w = -0.5 on
+    the right. Each expert's own residual rows are exactly those of the seamless fields (the
+    constraint is blind to the seam); the assembled field's residual norm is above that of
+    the two seamless fields on their own halves (1.17x here: the jump at the block edges)."""
+    p = tiny_burgers()
+    _, u, _, part = _system(p, 1, (1, 2))
+    t_len, s = u.shape[1], u.shape[-1]
+    ramp = torch.linspace(0.0, 1.0, t_len, dtype=torch.float64)
+    b = ramp.reshape(1, 1, t_len, 1, 1).expand(2, 1, t_len, 1, s)
+    x, times = system_inputs(p), system_times(p)
+    system = ConstraintSystem(p, part, b, u[:, 0], x, times)
+    masks = {k: torch.as_tensor(v) for k, v in p.grid_masks(part.shape).items()}
+    left = torch.arange(s) < s // 2
+    halves = [{k: m & side for k, m in masks.items()} for side in (left, ~left)]
+
+    def w_of(w0: float, w1: float) -> Tensor:
+        return torch.tensor([w0, w1], dtype=torch.float64).reshape(1, 2, 1).expand(2, 2, 1)
+
+    def field(w: Tensor, m: dict[str, Tensor]) -> Tensor:
+        return field_loss(p, system.assemble(w, b, u[:, 0]), x, times, m)
+
+    up, down, mix = w_of(0.5, 0.5), w_of(-0.5, -0.5), w_of(0.5, -0.5)
+    torch.testing.assert_close(system.residuals(mix)[:, 0], system.residuals(up)[:, 0])
+    torch.testing.assert_close(system.residuals(mix)[:, 1], system.residuals(down)[:, 1])
+    seamless = (field(up, halves[0]).square() + field(down, halves[1]).square()).sqrt()
+    assert list(masks) == ["pde"]  # one term: its norm over both halves combines as above
+    assert torch.all(field(mix, masks) > 1.1 * seamless), (field(mix, masks), seamless)
+
+
+def test_training_on_the_field_loss_reports_it():
+    p = tiny_sorption()
+    m = _method("hard_moe", basis=2, experts=2, batch_size=2, loss="field", select="last")
+    seen: list[float] = []
+    m.fit(p, Budget(name="smoke", steps=3), _recorder(seen, 3))
+    assert len(seen) == 3 and all(np.isfinite(seen))
+
+
 def _recorder(seen: list[float], steps: int):
     def report(step, evals=None, predictor=None, **scalars):
         seen.append(scalars["loss"])
@@ -174,6 +214,7 @@ def test_rollout_chains_shots_beyond_the_horizon():
         ({"experts": "x"}, "method.experts must be a count"),
         ({"horizon": 1}, "method.horizon must be >= 2"),
         ({"experts": [1, 40]}, "does not fit the grid"),
+        ({"loss": "pde"}, "method.loss must be one of"),
     ],
 )
 def test_bad_settings_are_rejected_before_training_with_the_key(kw, match):
