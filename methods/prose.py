@@ -43,7 +43,7 @@ from bench.registry import register_method
 from methods.base import Budget, FamilyPredictor, Method, Report
 from methods.operator import Selector
 from methods.prose_net import BOS, EOS, PAD, SPECIALS, UNK, ProseNet, Sizes, numeric_features
-from problems.base import ConfigError, Problem, check_int, check_real
+from problems.base import ConfigError, Problem, check_bool, check_int, check_real
 from problems.operator import data_scale
 from problems.symbolic import SymbolicError, decode_system, encode_system, parses, vocabulary
 
@@ -180,8 +180,7 @@ class PROSE(Method):
         self.sizes = _check_sizes(sizes if sizes is not None else {b: default for b in BUDGETS})
         flags = ("text_input", text_input), ("text_output", text_output)
         for key, flag in (*flags, ("numeric_embedding", numeric_embedding)):
-            if not isinstance(flag, bool):
-                raise ConfigError(f"method.{key} must be true or false, got {flag!r}")
+            check_bool(f"method.{key}", flag)
         self.text_input, self.text_output = text_input, text_output
         self.numeric_embedding = numeric_embedding
         self.data_weight = check_real("method.data_weight", data_weight, 0.0, strict=False)

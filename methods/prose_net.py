@@ -161,8 +161,8 @@ class ProseNet(nn.Module):
     def encode(
         self, observed: Tensor, obs_times: Tensor, mask: Tensor, symbols: Tensor | None
     ) -> tuple[Tensor, Tensor | None, Tensor]:
-        """Fused features `[B, L + S, dim]`, their padding mask (None without symbols) and
-        the per-sample scale `[B]`."""
+        """Fused features `[B, L + S, dim]`, their padding mask (None when nothing is padded:
+        no symbols, or `symbol_latents` summaries of them) and the per-sample scale `[B]`."""
         b, length, _ = observed.shape
         scale = self.scale_of(observed, mask)
         feats = [
@@ -181,10 +181,11 @@ class ProseNet(nn.Module):
                 y = self.text_encoder(y, src_key_padding_mask=pad)
             if self.text_pool is not None:  # `Sizes.symbol_latents` summaries replace the tokens
                 y = self.text_pool(self.text_latents.expand(b, -1, -1), y, pad)
-                pad = torch.zeros(y.shape[:2], dtype=torch.bool, device=y.device)
+                pad = None  # nothing padded any more: no masks in the fusion and decoders
             y = y + self.modality.weight[1]
             x = torch.cat([x, y], 1)
-            pad = torch.cat([torch.zeros(b, length, dtype=torch.bool, device=x.device), pad], 1)
+            if pad is not None:
+                pad = torch.cat([torch.zeros(b, length, dtype=torch.bool, device=x.device), pad], 1)
         return self.fusion(x, src_key_padding_mask=pad), pad, scale
 
     def decode_data(
