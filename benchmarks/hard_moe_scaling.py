@@ -40,7 +40,7 @@ import torch
 
 from bench.registry import build_method, build_problem
 from methods.base import Budget
-from methods.hard_moe import residual_rms
+from methods.least_squares import residual_rms
 
 
 def _rss_kb() -> int:

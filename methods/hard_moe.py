@@ -52,94 +52,23 @@ from bench.registry import register_method
 from methods.base import Budget, OperatorPredictor, Report
 from methods.fno import FNONet
 from methods.hard_mlp import fit_mlp, mlp_reason
-from methods.least_squares import Partition, implicit_solution, lm_solve
+from methods.least_squares import (
+    ConstraintSystem,
+    Partition,
+    field_loss,
+    implicit_solution,
+    lm_solve,
+    residual_rms,
+)
 from methods.operator import OperatorMethod, Selector, StepModel
 from problems.base import ConfigError, OperatorData, Problem, check_int, check_real
 from problems.operator import data_scale, uniform_step
 
-__all__ = ["ConstraintSystem", "HardMoE", "SoftConstraint"]
+__all__ = ["HardMoE", "SoftConstraint"]
 
 SHARED = ("batch_size", "normalize", "optimizer", "lr", "weight_decay", "lr_step", "lr_gamma")
 SHARED += ("select", "val_every", "eval_batch")
 OPERATOR_NEEDS = frozenset({"operator_data", "grid_residuals"})
-
-
-class ConstraintSystem:
-    """The residuals of one shot as functions of the coefficients w [B, E, N].
-
-    Built from the basis `b` [B, N, T, c, *grid] (frame 0 zero), the start `u0` [B, c, *grid],
-    the samples' `inputs` and the shot's `times` [T]: the linear terms of u0 and of every basis
-    function, gathered at each expert's points per residual name.
-    """
-
-    def __init__(
-        self, problem: Any, part: Partition, b: Tensor, u0: Tensor, inputs: Tensor, times: Tensor
-    ) -> None:
-        bsz, n, t_len = b.shape[:3]
-        self.problem, self.part = problem, part
-        frames0 = u0[:, None].expand(bsz, t_len, *u0.shape[1:])
-        terms0 = problem.grid_terms(frames0, times)
-        terms_b = {
-            k: v.reshape(bsz, n, *v.shape[1:])
-            for k, v in problem.grid_terms(b.flatten(0, 1), times).items()
-        }
-        fixed = {
-            k: v.expand(bsz, t_len, *v.shape[2:]) for k, v in problem.grid_inputs(inputs).items()
-        }
-        self.names = list(part.index)
-        used = terms_used(problem, self.names, list(terms0), list(fixed))
-        self.t0 = {r: {k: part.gather(terms0[k], r) for k in used[r]} for r in self.names}
-        self.tb = {
-            r: {k: part.gather(terms_b[k], r).movedim(1, 2) for k in used[r]} for r in self.names
-        }  # [B, E, N, M]
-        self.fixed = {r: {k: part.gather(v, r) for k, v in fixed.items()} for r in self.names}
-        # the other residuals' terms, as broadcastable zeros (grid_residuals forms them all)
-        zero = b.new_zeros(1, 1, 1)
-        for r in self.names:
-            self.fixed[r].update({k: zero for k in terms0 if k not in used[r]})
-        self.weight = {r: part.weight[r].to(b) for r in self.names}
-
-    def _values(self, r: str, w: Tensor, detach: bool) -> dict[str, Tensor]:
-        vals = {}
-        for k, base in self.t0[r].items():
-            tb = self.tb[r][k].detach() if detach else self.tb[r][k]
-            vals[k] = base + torch.einsum("ben,benm->bem", w, tb)
-        return {**vals, **self.fixed[r]}
-
-    def residuals(self, w: Tensor) -> Tensor:
-        """F [B, E, M] (padding rows zero), differentiable in w and in the basis."""
-        out = []
-        for r in self.names:
-            res = self.problem.grid_residuals(self._values(r, w, False))[r]
-            out.append(res * self.weight[r])
-        return torch.cat(out, dim=-1)
-
-    def residuals_and_jacobian(self, w: Tensor) -> tuple[Tensor, Tensor]:
-        """(F [B, E, M], J = dF/dw [B, E, N, M]) with the basis detached. The residuals are
-        pointwise in the terms, so one backward pass of their sum gives every dR/dterm, and
-        J = sum over terms of dR/dterm x (the term's basis functions)."""
-        fs, js = [], []
-        with torch.enable_grad():
-            for r in self.names:
-                vals = {
-                    k: v.detach().requires_grad_(k in self.tb[r])
-                    for k, v in self._values(r, w, True).items()
-                }
-                res = self.problem.grid_residuals(vals)[r]
-                leaves = [k for k in self.tb[r]]
-                grads = torch.autograd.grad(res.sum(), [vals[k] for k in leaves], allow_unused=True)
-                jac = torch.zeros_like(self.tb[r][leaves[0]].detach())
-                for k, g in zip(leaves, grads):
-                    if g is not None:
-                        jac = jac + g[:, :, None, :] * self.tb[r][k].detach()
-                fs.append(res.detach() * self.weight[r])
-                js.append(jac * self.weight[r][:, None, :])
-        return torch.cat(fs, dim=-1), torch.cat(js, dim=-1)
-
-    def assemble(self, w: Tensor, b: Tensor, u0: Tensor) -> Tensor:
-        """The frames u [B, T, c, *grid]: u0 + sum_k w^e(point)_k b_k at each point."""
-        field = self.part.spread(w)  # [B, N, T, *grid]
-        return u0[:, None] + (field[:, :, :, None] * b).sum(1)
 
 
 @register_method("hard_moe")
@@ -160,9 +89,10 @@ class HardMoE(OperatorMethod):
         loss: `constraint` (default): the RMS of the residuals each expert solved for, at its
             own constrained points, as the constraint layer sees them (blind to the seams
             between experts); `field`: the paper's, the residual norms of the assembled
-            solution on the whole grid (`field_loss`). On diffusion_sorption (standard, 5000
-            points) `field` collapses to w ~ 0 (u stays at its start, val rel_l2 0.84 from
-            step 50 on) with one expert and with [1, 4]; `constraint` reaches 0.28-0.40.
+            solution on the whole grid (`least_squares.field_loss`). On diffusion_sorption
+            (standard, 5000 points) `field` collapses to w ~ 0 (u stays at its start, val
+            rel_l2 0.84 from step 50 on) with one expert and with [1, 4]; `constraint`
+            reaches 0.28-0.40.
         width, modes, layers, proj: the FNO backbone (methods/fno.py).
         clip: gradient-norm clipping (the paper: 1.0; 0 = none).
         mlp_width, mlp_depth, activation: the MLP backbone (single-instance problems).
@@ -457,48 +387,6 @@ class SoftConstraint(HardMoE):
 
     constrained: ClassVar[bool] = False
     smoke: ClassVar[dict[str, Any]] = {"width": 8, "modes": 6, "proj": 16, "val_every": 100}
-
-
-def terms_used(
-    problem: Any, names: list[str], terms: list[str], fixed: list[str]
-) -> dict[str, list[str]]:
-    """The linear terms each residual depends on, probed once with autograd at random values
-    (the residuals are pointwise, so a term that gets no gradient there is not used)."""
-    gen = torch.Generator().manual_seed(0)
-    used = {}
-    with torch.enable_grad():
-        vals = {
-            k: (0.1 + 0.8 * torch.rand(4, generator=gen, dtype=torch.float64)).requires_grad_()
-            for k in [*terms, *fixed]
-        }
-        out = problem.grid_residuals(vals)
-        for r in names:
-            grads = torch.autograd.grad(
-                out[r].sum(), [vals[k] for k in terms], retain_graph=True, allow_unused=True
-            )
-            used[r] = [k for k, g in zip(terms, grads) if g is not None]
-    return used
-
-
-def field_loss(
-    problem: Any, u: Tensor, inputs: Tensor, times: Tensor, masks: dict[str, Tensor]
-) -> Tensor:
-    """The paper's training loss per sample [B]: the sum over the `grid_residuals` terms of
-    each term's L2 norm (not squared) over its whole mask, on the derivatives of the assembled
-    frames `u` [B, T, c, *grid], so the seams between experts count (its code: `PDELoss` on the
-    predicted solution, plus boundary losses)."""
-    terms = problem.grid_terms(u, times)
-    for k, v in problem.grid_inputs(inputs).items():
-        terms[k] = v.expand(u.shape[0], u.shape[1], *v.shape[2:])
-    total = u.new_zeros(u.shape[0])
-    for name, r in problem.grid_residuals(terms).items():
-        total = total + (r * masks[name]).square().flatten(1).sum(1).sqrt()
-    return total
-
-
-def residual_rms(res: Tensor, part: Partition) -> Tensor:
-    """Per-sample RMS [B] of the residuals `res` [B, E, M] over the constrained points."""
-    return (res.square().sum(dim=(1, 2)) / max(part.count(), 1)).sqrt()
 
 
 class ShotPredictor(OperatorPredictor):

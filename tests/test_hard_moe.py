@@ -10,8 +10,7 @@ from torch import Tensor
 
 from bench.registry import build_method, build_problem
 from methods.base import Budget
-from methods.hard_moe import ConstraintSystem, field_loss, residual_rms
-from methods.least_squares import Partition, lm_solve
+from methods.least_squares import ConstraintSystem, Partition, field_loss, lm_solve, residual_rms
 from problems.base import ConfigError
 
 TINY = {s: {"train": 8, "val": 2, "test": 2} for s in ("smoke", "standard", "paper")}
