@@ -166,6 +166,8 @@ def grid_residual_rms(
     backward differences); float64, `batch` samples at a time."""
     import torch
 
+    from problems.operator import frame_residuals
+
     shape = (frames.shape[1], *frames.shape[3:])
     masks = {k: torch.as_tensor(v[skip:]) for k, v in problem.grid_masks(shape).items()}
     t = torch.as_tensor(np.asarray(times, dtype=np.float64))
@@ -174,10 +176,7 @@ def grid_residual_rms(
         for i in range(0, len(frames), batch):
             u = torch.as_tensor(np.asarray(frames[i : i + batch], dtype=np.float64))
             x = torch.as_tensor(np.asarray(inputs[i : i + batch], dtype=np.float64))
-            terms = problem.grid_terms(u, t)
-            for k, v in problem.grid_inputs(x).items():
-                terms[k] = v.expand(len(u), shape[0], *v.shape[2:])
-            for name, r in problem.grid_residuals(terms).items():
+            for name, r in frame_residuals(problem, u, x, t).items():
                 vals = r[:, skip:][:, masks[name]]
                 total += float(vals.square().sum())
                 count += vals.numel()

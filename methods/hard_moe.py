@@ -275,6 +275,10 @@ class HardMoE(OperatorMethod):
         return model, train, val, part, uniform_step(train.times)
 
     # -- one shot -----------------------------------------------------------------------------
+    def shot_times(self, dt: float, device: torch.device) -> Tensor:
+        """The times [horizon + 1] of a shot's frames, from its start (float64)."""
+        return torch.arange(self._shot[0] + 1, dtype=torch.float64, device=device) * dt
+
     def shot(
         self,
         model: StepModel,
@@ -297,7 +301,7 @@ class HardMoE(OperatorMethod):
         b = raw.to(torch.float64) * scale
         b = torch.cat([torch.zeros_like(b[:, :1]), b], dim=1).movedim(2, 1)  # [B, N, T, c, *grid]
         u0 = start.to(torch.float64)
-        times = torch.arange(horizon + 1, dtype=torch.float64) * dt
+        times = self.shot_times(dt, b.device)
         system = ConstraintSystem(problem, part, b, u0, inputs.to(torch.float64), times)
         e = part.n_experts
         if not self.constrained:
@@ -338,7 +342,7 @@ class HardMoE(OperatorMethod):
         gen = self.generator(11)
         points = self.points if self.points is not None else budget.points
         fraction = 1.0 if points is None else min(1.0, points / part.count())
-        times = torch.arange(horizon + 1, dtype=torch.float64, device=like.device) * dt
+        times = self.shot_times(dt, like.device)
         masks = {
             k: torch.as_tensor(v, device=like.device)
             for k, v in problem.grid_masks(part.shape).items()

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from problems.operator import frame_residuals
+
 __all__ = [
     "ConstraintSystem",
     "LMResult",
@@ -319,11 +321,8 @@ def field_loss(
     each term's L2 norm (not squared) over its whole mask, on the derivatives of the assembled
     frames `u` [B, T, c, *grid], so the seams between experts count (its code: `PDELoss` on the
     predicted solution, plus boundary losses)."""
-    terms = problem.grid_terms(u, times)
-    for k, v in problem.grid_inputs(inputs).items():
-        terms[k] = v.expand(u.shape[0], u.shape[1], *v.shape[2:])
     total = u.new_zeros(u.shape[0])
-    for name, r in problem.grid_residuals(terms).items():
+    for name, r in frame_residuals(problem, u, inputs, times).items():
         total = total + (r * masks[name]).square().flatten(1).sum(1).sqrt()
     return total
 

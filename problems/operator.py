@@ -44,6 +44,7 @@ __all__ = [
     "check_sizes",
     "checksum",
     "data_scale",
+    "frame_residuals",
     "periodic_derivative",
     "time_derivative",
     "uniform_step",
@@ -121,6 +122,15 @@ def after_first_frame(shape: tuple[int, ...]) -> np.ndarray:
     mask = np.ones(shape, dtype=bool)
     mask[0] = False
     return mask
+
+
+def frame_residuals(problem: Any, u: Tensor, inputs: Tensor, times: Tensor) -> dict[str, Tensor]:
+    """Every `grid_residuals` term `[B, T, *grid]` of whole frames `u` `[B, T, c, *grid]` at
+    `times`, with the samples' `inputs` `[B, c_in, *grid]` (the `grid_residuals` capability)."""
+    terms = problem.grid_terms(u, times)
+    for k, v in problem.grid_inputs(inputs).items():
+        terms[k] = v.expand(u.shape[0], u.shape[1], *v.shape[2:])
+    return problem.grid_residuals(terms)
 
 
 def uniform_step(times: Any) -> float:
