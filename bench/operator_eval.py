@@ -12,7 +12,9 @@ sample's input channels) and scored on the frames after them:
 - `pde_residual` (problems with `grid_residuals`): the RMS of the problem's discrete PDE (and
   boundary) residuals over the rolled-out frames, from the last context frame on, pooled over
   samples and points; `pde_residual_data` is the same for the true test frames, the floor that
-  the frame spacing sets;
+  the frame spacing sets; where there are several terms, each also on its own
+  (`pde_residual/<term>`, e.g. `pde_residual/left` for a boundary condition), since the pooled
+  number is dominated by the interior's points;
 - `inference_seconds_per_sample`: the rollout's wall time per trajectory;
 - `speedup_at_matched_error`: the classical solver's cost per sample at the rollout error the
   method reached (interpolated on the solver's error-against-cost ladder, log-log), divided by
@@ -42,6 +44,7 @@ __all__ = [
     "OperatorScorer",
     "classical_curve",
     "grid_residual_rms",
+    "grid_residual_terms",
     "matched_cost",
     "prepare_operator_data",
     "speedup",
@@ -136,12 +139,13 @@ class OperatorScorer:
             start = self.test.outputs[:, self.context - 1 : self.context].astype(np.float64)
             times = self.test.times[self.context - 1 :]
             inputs = self.test.inputs.astype(np.float64)
-            out["pde_residual"] = grid_residual_rms(
-                self.problem, np.concatenate([start, pred], axis=1), inputs, times
-            )
-            out["pde_residual_data"] = grid_residual_rms(
-                self.problem, self.test.outputs[:, self.context - 1 :], inputs, times
-            )
+            rolled = np.concatenate([start, pred], axis=1)
+            true = self.test.outputs[:, self.context - 1 :]
+            for key, frames_ in (("pde_residual", rolled), ("pde_residual_data", true)):
+                terms = grid_residual_terms(self.problem, frames_, inputs, times)
+                out[key] = terms.pop("")
+                if len(terms) > 1:
+                    out.update({f"{key}/{name}": v for name, v in terms.items()})
         times = self.test.times[self.context :]
         growth = {
             "frame": np.arange(1, self.steps + 1),
@@ -164,6 +168,20 @@ def grid_residual_rms(
     """RMS over samples and masked points of every `problem.grid_residuals` term of `frames`
     `[n, T, c, *grid]` at `times`, leaving out the first `skip` frames (e.g. the start of the
     backward differences); float64, `batch` samples at a time."""
+    return grid_residual_terms(problem, frames, inputs, times, skip, batch)[""]
+
+
+def grid_residual_terms(
+    problem: Any,
+    frames: np.ndarray,
+    inputs: np.ndarray,
+    times: np.ndarray,
+    skip: int = 0,
+    batch: int = 16,
+) -> dict[str, float]:
+    """`grid_residual_rms` pooled (key `""`) and per residual term (its name): the pooled
+    number is dominated by the interior's points, and a boundary condition that a method
+    violates shows only in its own term."""
     import torch
 
     from problems.operator import frame_residuals
@@ -171,16 +189,19 @@ def grid_residual_rms(
     shape = (frames.shape[1], *frames.shape[3:])
     masks = {k: torch.as_tensor(v[skip:]) for k, v in problem.grid_masks(shape).items()}
     t = torch.as_tensor(np.asarray(times, dtype=np.float64))
-    total, count = 0.0, 0
+    total: dict[str, float] = {}
+    count: dict[str, int] = {}
     with torch.no_grad():
         for i in range(0, len(frames), batch):
             u = torch.as_tensor(np.asarray(frames[i : i + batch], dtype=np.float64))
             x = torch.as_tensor(np.asarray(inputs[i : i + batch], dtype=np.float64))
             for name, r in frame_residuals(problem, u, x, t).items():
                 vals = r[:, skip:][:, masks[name]]
-                total += float(vals.square().sum())
-                count += vals.numel()
-    return math.sqrt(total / max(count, 1))
+                total[name] = total.get(name, 0.0) + float(vals.square().sum())
+                count[name] = count.get(name, 0) + vals.numel()
+    out = {k: math.sqrt(total[k] / max(count[k], 1)) for k in total}
+    out[""] = math.sqrt(sum(total.values()) / max(sum(count.values()), 1))
+    return out
 
 
 # -- the classical solver's error against cost -------------------------------------------------

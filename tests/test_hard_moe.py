@@ -253,5 +253,7 @@ def test_cell_through_the_harness_reports_residuals_and_no_one_step(tmp_path, mo
     m = rec["metrics"]
     for key in ("rel_l2", "pde_residual", "pde_residual_data", "method/constraint_residual"):
         assert np.isfinite(m[key]) and m[key] > 0, key
+    for term in ("pde", "left", "right"):  # each residual term of the rollout and of the data
+        assert np.isfinite(m[f"pde_residual/{term}"]) and m[f"pde_residual_data/{term}"] >= 0
     assert "rel_l2_one_step" not in m and m["method/lm_iters"] >= 1
     assert m["steps"] == 20

@@ -128,3 +128,30 @@ def test_a_failing_classical_solver_costs_only_the_speed_up(problem, monkeypatch
     monkeypatch.setattr(problem, "solve", broken)
     monkeypatch.setenv("PHYSBENCH_CACHE", str(tmp_path / "fresh"))  # the ladder is measured again
     assert speedup(problem, scorer, final) == {}
+
+
+def test_residual_terms_pool_to_the_rms_and_a_violated_boundary_shows_in_its_own_term():
+    """`grid_residual_terms` on diffusion-sorption frames from the solver: the pooled value is
+    the count-weighted RMS of the terms; shifting the first cell by 0.05 (a wrong left boundary
+    value) multiplies the `left` term by over 100 (0.0007 -> 0.094), while the pooled number,
+    which the interior's points dominate, reads a quarter of that (0.024)."""
+    from bench.operator_eval import grid_residual_rms, grid_residual_terms
+    from bench.registry import build_problem
+    from problems.solvers.sorption_fv import average_down, solve
+
+    p = build_problem("diffusion_sorption")
+    times = np.linspace(0.0, 500.0, 51)
+    u = solve(np.repeat([[0.05], [0.15]], 256, axis=1), times, p.phys, rtol=1e-9, atol=1e-12)
+    frames = average_down(u, 64)[:, :, None]  # [2, T, 1, 64]
+    x = np.zeros((2, 1))
+    terms = grid_residual_terms(p, frames, x, times)
+    counts = {k: int(v.sum()) * 2 for k, v in p.grid_masks((len(times), 64)).items()}
+    pooled = math.sqrt(sum(terms[k] ** 2 * counts[k] for k in counts) / sum(counts.values()))
+    assert terms[""] == pytest.approx(pooled, rel=1e-12)
+    assert terms[""] == grid_residual_rms(p, frames, x, times)
+    bad = frames.copy()
+    bad[:, 1:, :, 0] += 0.05
+    worse = grid_residual_terms(p, bad, x, times)
+    assert worse["left"] > 100 * terms["left"]
+    assert worse["right"] == pytest.approx(terms["right"])
+    assert worse[""] < 0.5 * worse["left"]
