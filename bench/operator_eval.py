@@ -157,18 +157,9 @@ class OperatorScorer:
         return out, pred, growth
 
 
-def grid_residual_rms(
-    problem: Any,
-    frames: np.ndarray,
-    inputs: np.ndarray,
-    times: np.ndarray,
-    skip: int = 0,
-    batch: int = 16,
-) -> float:
-    """RMS over samples and masked points of every `problem.grid_residuals` term of `frames`
-    `[n, T, c, *grid]` at `times`, leaving out the first `skip` frames (e.g. the start of the
-    backward differences); float64, `batch` samples at a time."""
-    return grid_residual_terms(problem, frames, inputs, times, skip, batch)[""]
+def grid_residual_rms(problem: Any, frames: np.ndarray, *args: Any, **kw: Any) -> float:
+    """The pooled RMS of `grid_residual_terms`."""
+    return grid_residual_terms(problem, frames, *args, **kw)[""]
 
 
 def grid_residual_terms(
@@ -179,9 +170,11 @@ def grid_residual_terms(
     skip: int = 0,
     batch: int = 16,
 ) -> dict[str, float]:
-    """`grid_residual_rms` pooled (key `""`) and per residual term (its name): the pooled
-    number is dominated by the interior's points, and a boundary condition that a method
-    violates shows only in its own term."""
+    """RMS over samples and masked points of the `problem.grid_residuals` of `frames`
+    `[n, T, c, *grid]` at `times`, leaving out the first `skip` frames (e.g. the start of the
+    backward differences); float64, `batch` samples at a time. Pooled over every term (key
+    `""`) and per term (its name): the pooled number is dominated by the interior's points,
+    and a boundary condition that a method violates shows in its own term."""
     import torch
 
     from problems.operator import frame_residuals
