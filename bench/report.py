@@ -32,13 +32,15 @@ from bench.tracking import PARENT_TAG, REPO, resolve_uri
 KEYS = ["problem", "method", "budget", "variant"]
 VARIANT_PARAMS = ("method.", "problem.")  # params whose differences make a separate entry
 TROUBLE = ["diverged", "failed", "killed"]  # statuses counted, never averaged
-# Cost columns shown (as medians over seeds) when some run has them: operator learners' data
-# cost, inference cost and speed-up over the classical solver at matched error.
+# Columns shown (as medians over seeds) when some run has them: operator learners' data cost,
+# inference cost, speed-up over the classical solver at matched error, and the discrete PDE
+# residual of the rollout (problems with grid residuals: how physical a prediction is).
 EXTRA = {
     "n_params": "params",
     "data_seconds": "data [s]",
     "inference_seconds_per_sample": "inference [s/sample]",
     "speedup_at_matched_error": "speed-up at matched error",
+    "pde_residual": "PDE residual",
 }
 
 

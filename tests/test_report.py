@@ -186,3 +186,19 @@ def test_runs_that_differ_in_hyperparameters_are_separate_entries():
     # one variant only: no label
     same = report.leaderboard(report.select_runs(report.runs_frame(recs[:2])))
     assert list(same.variant) == [""] and report.display_rows(same)[1][0][1] == "pinn"
+
+
+def test_the_rollout_residual_is_a_column_where_runs_have_it():
+    """Operator runs on problems with grid residuals log `pde_residual`; the leaderboard shows
+    its median over seeds, and only when some run has it."""
+    recs = [record("hard_moe", "ds", "standard", s, "ok", 0.3, 170.0) for s in (0, 1, 2)]
+    recs += [record("soft_constraint", "ds", "standard", 0, "ok", 0.02, 170.0)]
+    for r, res in zip(recs, (6e-3, 8e-3, 1e-2, 5e-4), strict=True):
+        r["data"]["metrics"]["pde_residual"] = res
+    table = report.leaderboard(report.select_runs(report.runs_frame(recs)))
+    header, rows = report.display_rows(table)
+    col = header.index("PDE residual")
+    cells = {r[1]: r[col] for r in rows}
+    assert cells["hard_moe"] == report._sci(8e-3) and cells["soft_constraint"] == report._sci(5e-4)
+    plain = report.leaderboard(report.select_runs(report.runs_frame([record(*RUNS[0])])))
+    assert "PDE residual" not in report.display_rows(plain)[0]
