@@ -235,6 +235,9 @@ class FamilyScorer:
         }
         extra: dict[str, Any] = {"prediction": pred}
         out.update(_spread("rel_l2", self.errors(pred, self.test)))
+        # the trivial predictor: the last observed sample held over the scored window
+        held = np.repeat(self.test.observed[:, -1:].astype(np.float64), pred.shape[1], axis=1)
+        out["rel_l2_trivial"] = float(self.errors(held, self.test).mean())
         if self.test_systems is not None:
             pred_s, _ = self.predict(predictor, self.test_systems)
             out.update(_spread("rel_l2_systems", self.errors(pred_s, self.test_systems)))

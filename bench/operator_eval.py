@@ -102,6 +102,20 @@ class OperatorScorer:
             errs.append(per_sample_rel_l2(pred[:, 0], out[:, k]))
         return np.stack(errs, axis=1)
 
+    def persistence(self) -> dict[str, float]:
+        """The trivial predictor's errors (`*_trivial`): every predicted frame is the frame before
+        it, i.e. the last context frame for the rollout and the previous true frame for one step.
+        A method's error means something only well below these (the accuracy gate's rule)."""
+        out = self.test.outputs.astype(np.float64)
+        ref = out[:, self.context :]
+        held = np.broadcast_to(out[:, self.context - 1 : self.context], ref.shape)
+        return {
+            "rel_l2_trivial": float(per_sample_rel_l2(held, ref).mean()),
+            "rel_l2_one_step_trivial": float(
+                _frame_errors(out[:, self.context - 1 : -1], ref).mean()
+            ),
+        }
+
     def score(self, predictor: OperatorPredictor) -> tuple[dict[str, float], np.ndarray, Any]:
         """Final metrics, the predicted frames and the per-frame error table."""
         pred, seconds = self.rollout(predictor)
@@ -118,6 +132,7 @@ class OperatorScorer:
         if not np.all(np.isfinite(pred)):
             out["rel_l2"] = float("nan")
             return out, pred, None
+        out.update(self.persistence())
         per_sample = per_sample_rel_l2(pred, ref)
         frames = _frame_errors(pred, ref)  # [n, steps]
         out.update(

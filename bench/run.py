@@ -105,6 +105,10 @@ def score(
     if np.all(np.isfinite(pred)):
         pred = ref.align(pred)  # gauge fields (pressure) compared up to a constant
     out.update(metrics.field_metrics(pred, ref.values, problem.fields))
+    # the trivial predictor (each field's mean over the reference; zeros would score 1): a
+    # method's rel_l2 means something only well below it (the accuracy gate's rule)
+    mean = np.broadcast_to(ref.values.mean(axis=0), ref.values.shape)
+    out["rel_l2_trivial"] = metrics.rel_l2(ref.align(np.array(mean)), ref.values)
     for group, names in problem.field_groups.items():
         cols = [problem.fields.index(n) for n in names]
         out[f"rel_l2_{group}"] = metrics.rel_l2(pred[:, cols], ref.values[:, cols])
