@@ -6,6 +6,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The CPU wheel keeps a fresh set-up small; set TORCH_SPEC=torch for your platform's default build.
 TORCH_SPEC ?= torch==2.13.0
+# Where torch comes from; e.g. https://download.pytorch.org/whl/cpu for the CPU build (CI).
+TORCH_INDEX ?=
+CHECK_ARGS ?=
 STAMP  := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
@@ -15,7 +18,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[dev,launchers]"
 	touch $(STAMP)
 
@@ -33,11 +36,12 @@ report: setup
 	$(BIN)/bench-report
 
 check: setup
-	$(BIN)/bench-check
+	$(BIN)/bench-check $(CHECK_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
 
 format: setup
 	$(BIN)/ruff check --fix .

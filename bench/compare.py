@@ -4,7 +4,8 @@ Two sets of runs are picked from an MLflow store by one selector each: `experime
 `commit=SHA_PREFIX` (a prefix of the `git_commit` tag) or `tag:KEY=VALUE`; the last two search
 every experiment. Runs split into cells (problem, method, budget, variant) as in `bench-report`;
 the latest run of each seed counts; a diverged or failed run is pooled as +inf (a seed that
-broke is infinitely bad) and a killed run is left out (all are counted and shown). A cell's base and new runs must share their budget(s): see `--budget`.
+broke is infinitely bad) and a killed run is left out (all are counted and shown). A cell's base
+and new runs must share their budget(s): see `--budget`.
 
 The statistic, per cell in both sets, is the ratio new/base of the median metric over seeds
 (lower is better: a ratio above 1 is worse). Medians are taken of log values, so a ratio and its
