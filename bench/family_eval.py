@@ -15,7 +15,7 @@ on the part after the observed window only (the extrapolation; PROSE's protocol)
   median over those of the integrated trajectory's error on the scored window);
 - robustness, on `test`: `rel_l2_noise_<level>` with relative noise on the observed window
   (the problem's own noise model, `noise` = level) and `rel_l2_corrupt_<name>` with corrupted
-  symbols (`problems.symbolic.corrupt`: coefficient noise, an added or a removed term), also
+  symbols (`core.symbolic.corrupt`: coefficient noise, an added or a removed term), also
   written to `robustness.csv`;
 - `inference_seconds_per_sample`.
 
@@ -66,7 +66,7 @@ def solve_decoded(
     a stiff mess costs a bounded time. Raises `_Unsolvable` (a RuntimeError) then."""
     from scipy.integrate import solve_ivp
 
-    from problems.ode_family import lambdify_rhs
+    from core.symbolic import lambdify_rhs
 
     y0 = np.asarray(y0, dtype=np.float64)
     f = lambdify_rhs(equations, len(y0))
@@ -159,7 +159,7 @@ class FamilyScorer:
         self, predictor: FamilyPredictor
     ) -> tuple[dict[str, float], list[str] | None]:
         """Parse and solve rates of the decoded equations on `test`, and their error."""
-        from problems.symbolic import SymbolicError, decode_system
+        from core.symbolic import SymbolicError, decode_system
 
         data, L = self.test, self.input_len
         times = np.asarray(data.times, dtype=np.float64)
@@ -202,7 +202,7 @@ class FamilyScorer:
     def robustness(self, predictor: FamilyPredictor, clean: float) -> pd.DataFrame:
         """rel_l2 on `test` under observation noise and symbolic corruption."""
         from bench.registry import build_problem
-        from problems.symbolic import corrupt
+        from core.symbolic import corrupt
 
         rows = [{"kind": "clean", "level": "0", "rel_l2": clean}]
         for level in NOISE_LEVELS:
@@ -261,11 +261,12 @@ def prepare_family_data(
     or loaded before training starts, so generation never counts as training time; the scorer,
     and the data metrics (`bench.operator_eval.load_splits`)."""
     from bench.operator_eval import load_splits
-    from problems.operator import data_scale
+    from problems.capabilities import FamilyDataSource, capability, data_scale
 
+    source = capability(problem, FamilyDataSource)
     scale = data_scale(budget_name)
     names = [s for s in SPLITS if s != "test_systems" or problem.params.get("held_out_systems")]
-    splits, metrics = load_splits(problem, problem.family_data, names, scale, mode)  # type: ignore[attr-defined]
+    splits, metrics = load_splits(problem, source.family_data, names, scale, mode)
     return FamilyScorer(problem, scale, splits["test"], splits.get("test_systems")), metrics
 
 

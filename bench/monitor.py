@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import metrics
+from core import metrics
 from methods.base import Budget, Predictor
 from problems.base import Reference
 
@@ -62,6 +62,7 @@ class Monitor:
         self.stop_reason: str | None = None
         self.diverged = False
         self.eval_seconds = 0.0
+        self.train_seconds = 0.0  # `seconds` when fit returned (set by the harness)
         self._t0: float | None = None
         self._last_eval_step = -1
 

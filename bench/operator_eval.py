@@ -25,20 +25,19 @@ Errors are relative L2 (not squared), per sample, pooled over channels and grid.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from bench.metrics import per_sample_rel_l2
+from core.cache import cache_dir, cached, content_key
+from core.metrics import per_sample_rel_l2
 from methods.base import OperatorPredictor
-from problems.base import OperatorData, Problem, cache_dir
+from problems.base import OperatorData, Problem
+from problems.capabilities import Solvable, capability
 
 __all__ = [
     "OperatorScorer",
@@ -192,7 +191,7 @@ def grid_residual_terms(
     and a boundary condition that a method violates shows in its own term."""
     import torch
 
-    from problems.operator import frame_residuals
+    from problems.capabilities import frame_residuals
 
     shape = (frames.shape[1], *frames.shape[3:])
     masks = {k: torch.as_tensor(v[skip:]) for k, v in problem.grid_masks(shape).items()}
@@ -217,37 +216,31 @@ def classical_curve(problem: Problem, test: OperatorData, max_samples: int = 16)
     """Rollout error and seconds per sample of the problem's solver at each rung of its
     `classical_ladder()`, on the first `max_samples` test trajectories, from the last context
     frame. Cached on disk by the test data's key and the ladder."""
-    ladder = list(problem.classical_ladder())
+    solver = capability(problem, Solvable)
+    ladder = list(solver.classical_ladder())
     context = int(getattr(problem, "context", 1))
-    blob = json.dumps(
-        {"data": test.meta.get("key"), "ladder": ladder, "n": max_samples, "ctx": context},
-        sort_keys=True,
-        default=str,
-    )
-    path = (
-        cache_dir()
-        / f"classical-{problem.name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
-    )
-    if path.exists():
-        try:
-            return json.loads(path.read_text())
-        except ValueError:
-            pass  # a damaged file: measure again
-    n = min(max_samples, len(test.outputs))
-    ref = test.outputs[:n, context:].astype(np.float64)
-    start = test.outputs[:n, context - 1].astype(np.float64)
-    times = test.times[context - 1 :] - test.times[context - 1]
-    rows = []
-    for res in ladder:
-        t0 = time.perf_counter()
-        pred = np.asarray(problem.solve(start, test.inputs[:n], times, dict(res)))
-        seconds = (time.perf_counter() - t0) / n
-        err = per_sample_rel_l2(pred, ref)
-        rows.append({"resolution": res, "rel_l2": float(err.mean()), "seconds_per_sample": seconds})
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(rows, default=str))
-    os.replace(tmp, path)
-    return rows
+    key = content_key({"data": test.meta.get("key"), "ladder": ladder, "n": max_samples,
+                       "ctx": context})  # fmt: skip
+    path = cache_dir() / f"classical-{problem.name}-{key}.npz"
+
+    def measure() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        n = min(max_samples, len(test.outputs))
+        ref = test.outputs[:n, context:].astype(np.float64)
+        start = test.outputs[:n, context - 1].astype(np.float64)
+        times = test.times[context - 1 :] - test.times[context - 1]
+        rows = []
+        for res in ladder:
+            t0 = time.perf_counter()
+            pred = np.asarray(solver.solve(start, test.inputs[:n], times, dict(res)))
+            seconds = (time.perf_counter() - t0) / n
+            err = per_sample_rel_l2(pred, ref)
+            rows.append(
+                {"resolution": res, "rel_l2": float(err.mean()), "seconds_per_sample": seconds}
+            )
+        return {}, {"rows": rows}
+
+    _, meta, _ = cached(path, measure)
+    return list(meta["rows"])
 
 
 def matched_cost(curve: Sequence[dict], error: float) -> float | None:
@@ -302,7 +295,7 @@ def prepare_operator_data(
     """Every split at the budget's scale, generated or loaded before training starts, so
     generation never counts as training time; the scorer on the test split, and the data
     metrics (`load_splits`)."""
-    from problems.operator import SPLITS, data_scale
+    from problems.capabilities import SPLITS, data_scale
 
     scale = data_scale(budget_name)
     splits, metrics = load_splits(problem, problem.operator_data, SPLITS, scale, mode)
@@ -339,10 +332,10 @@ def write_operator_outputs(
     figures: bool,
 ) -> list[Any]:
     """The operator run's artifacts (first test samples' predictions, the error over rollout
-    time, their figures), then the common ones via `bench.run.write_outputs`."""
+    time, their figures), then the common ones via `bench.outputs.write_outputs`."""
     import pandas as pd
 
-    from bench.run import write_outputs
+    from bench.outputs import write_outputs
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

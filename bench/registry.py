@@ -1,12 +1,16 @@
 """Registries of problems and methods, keyed by their YAML option names.
 
-Each problem or method module registers its class with a decorator:
+The harness discovers them: a problem or method is a class in a module of `problems/` or
+`methods/` that names itself,
 
-    @register_problem("burgers")
-    class Burgers(Problem): ...
+    class Burgers(Problem):
+        name = "burgers"
 
-The YAML file `conf/problem/burgers.yaml` holds its hyper-parameters only. `build_problem` and
+so problem and method modules never import the harness (docs/architecture.md). The YAML file
+`conf/problem/burgers.yaml` holds its hyper-parameters only. `build_problem` and
 `build_method` compose the YAML with overrides and return the same objects the CLI builds.
+`register_problem` / `register_method` add a class defined elsewhere (a user's notebook or
+test) under a name.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ PROBLEMS: dict[str, type[Problem]] = {}
 METHODS: dict[str, type[Method]] = {}
 
 T = TypeVar("T")
-_SKIP = {"base", "fields"}  # interface modules register nothing
 _loaded = False
 
 
@@ -55,15 +58,28 @@ def register_method(name: str) -> Callable[[type[T]], type[T]]:
 
 
 def load_all() -> None:
-    """Import every module in `problems/` and `methods/` so their decorators run."""
+    """Import every module in `problems/` and `methods/` and register the Problem and Method
+    classes defined there that set their own `name`."""
     global _loaded
     if _loaded:
         return
-    for pkg_name in ("problems", "methods"):
+    for pkg_name, base, table, kind in (
+        ("problems", Problem, PROBLEMS, "problem"),
+        ("methods", Method, METHODS, "method"),
+    ):
         pkg = importlib.import_module(pkg_name)
         for info in pkgutil.iter_modules(pkg.__path__):
-            if info.name not in _SKIP and not info.name.startswith("_"):
-                importlib.import_module(f"{pkg_name}.{info.name}")
+            if info.name.startswith("_"):
+                continue
+            module = importlib.import_module(f"{pkg_name}.{info.name}")
+            for cls in vars(module).values():
+                if (
+                    inspect.isclass(cls)
+                    and issubclass(cls, base)
+                    and cls.__module__ == module.__name__
+                    and cls.__dict__.get("name")
+                ):
+                    _register(table, kind, cls.__dict__["name"])(cls)
     _loaded = True
 
 

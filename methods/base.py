@@ -162,7 +162,7 @@ class FamilyPredictor(Predictor):
     trajectories `[n, Q, 3]` at `query_times` `[Q]` (numpy, float64).
 
     `equations(observed, obs_times, dims, symbols)`: one decoded token list per sample
-    (`problems.symbolic.decode_system` reads it), or None for a method without an equation
+    (`core.symbolic.decode_system` reads it), or None for a method without an equation
     output (the default).
     """
 

@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bench.registry import register_method
 from methods.base import Budget, ConfigError, Method, OperatorPredictor, Report
 from problems.base import Problem
+from problems.capabilities import OperatorDataSource, Solvable, capability, data_scale
 
 __all__ = ["Classical", "ClassicalPredictor"]
 
@@ -37,7 +37,6 @@ class ClassicalPredictor(OperatorPredictor):
         return np.asarray(out, dtype=np.float64)
 
 
-@register_method("classical")
 class Classical(Method):
     """The classical solver at `resolution` (see the module doc).
 
@@ -48,6 +47,8 @@ class Classical(Method):
         rung: instead of `resolution`, the index of a rung of the problem's
             `classical_ladder()` (0 = the finest); null = use `resolution`.
     """
+
+    name = "classical"
 
     needs = frozenset({"operator_data", "solve"})
     smoke: ClassVar[dict[str, Any]] = {}
@@ -64,11 +65,9 @@ class Classical(Method):
         self.rung = rung
 
     def fit(self, problem: Problem, budget: Budget, report: Report) -> OperatorPredictor:
-        from problems.operator import data_scale
-
         resolution = self.resolution
         if self.rung is not None:
-            ladder = list(problem.classical_ladder())  # type: ignore[attr-defined]
+            ladder = list(capability(problem, Solvable).classical_ladder())
             if self.rung >= len(ladder):
                 raise ConfigError(
                     f"method.rung={self.rung}, but {problem.name} has {len(ladder)} rungs "
@@ -76,7 +75,8 @@ class Classical(Method):
                 )
             resolution = dict(ladder[self.rung])
         # the frame spacing, from the training split's times (the test split stays unseen)
-        times = problem.operator_data("train", data_scale(budget.name)).times  # type: ignore[attr-defined]
+        source = capability(problem, OperatorDataSource)
+        times = source.operator_data("train", data_scale(budget.name)).times
         predictor = ClassicalPredictor(problem, resolution, float(times[1] - times[0]))
         report(1, evals=0, predictor=predictor)
         return predictor

@@ -46,7 +46,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.registry import register_method
 from methods.nets import SpectralConv
 from methods.operator import OperatorMethod
 from problems.base import ConfigError, OperatorData, check_int
@@ -164,7 +163,6 @@ class DyMixOpNet(nn.Module):
         return self.inverse_lift(self.inverse_reduction(c))
 
 
-@register_method("dymixop")
 class DyMixOp(OperatorMethod):
     """DyMixOp (see the module doc for the architecture and the choices made).
 
@@ -178,6 +176,8 @@ class DyMixOp(OperatorMethod):
         gate: `code` (sigma(lambda), the released code) or `paper` (sigma(lambda * kappa)).
         **common: the shared operator-training options (`methods.operator.OperatorMethod`).
     """
+
+    name = "dymixop"
 
     smoke: ClassVar[dict[str, Any]] = {
         "hidden": 8,

@@ -25,7 +25,6 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from bench.registry import register_method
 from methods.nets import SpectralConv
 from methods.operator import OperatorMethod
 from problems.base import OperatorData, check_int
@@ -60,7 +59,6 @@ class FNONet(nn.Module):
         return self.proj(x)
 
 
-@register_method("fno")
 class FNO(OperatorMethod):
     """The Fourier neural operator.
 
@@ -71,6 +69,8 @@ class FNO(OperatorMethod):
         proj: channels of the projection's hidden layer (PDEBench's `fc1`: 128).
         **common: the shared operator-training options (`methods.operator.OperatorMethod`).
     """
+
+    name = "fno"
 
     smoke: ClassVar[dict[str, Any]] = {
         "width": 8,

@@ -102,7 +102,7 @@ class GaussianEmbedding(nn.Module):
         self, xn: Tensor, scale: Tensor, axes: Sequence[int], pairs: Sequence[tuple[int, int]]
     ) -> Tensor:
         """Values and derivatives with respect to the raw coordinates (`xn = x * scale + shift`)
-        at `xn` `[N, d]`: `[c, 1 + len(axes) + len(pairs), N]`, rows as in `methods.taylor.Plan`
+        at `xn` `[N, d]`: `[c, 1 + len(axes) + len(pairs), N]`, rows as in `methods.jets.Plan`
         (values, first derivatives along `axes`, second derivatives for `pairs`)."""
         a = self.sigma.square().reciprocal()  # [c, n, d]
         w, mu = self.weight[..., None], self.mu  # [c, n, 1], [c, n, d]

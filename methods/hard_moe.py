@@ -48,7 +48,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.registry import register_method
 from methods.base import Budget, OperatorPredictor, Report
 from methods.fno import FNONet
 from methods.hard_mlp import fit_mlp, mlp_reason
@@ -62,7 +61,7 @@ from methods.least_squares import (
 )
 from methods.operator import OperatorMethod, Selector, StepModel
 from problems.base import ConfigError, OperatorData, Problem, check_int, check_real
-from problems.operator import data_scale, uniform_step
+from problems.capabilities import data_scale, uniform_step
 
 __all__ = ["HardMoE", "SoftConstraint"]
 
@@ -71,7 +70,6 @@ SHARED += ("select", "val_every", "eval_batch")
 OPERATOR_NEEDS = frozenset({"operator_data", "grid_residuals"})
 
 
-@register_method("hard_moe")
 class HardMoE(OperatorMethod):
     """PI-HC-MoE (see the module doc).
 
@@ -90,9 +88,8 @@ class HardMoE(OperatorMethod):
             own constrained points, as the constraint layer sees them (blind to the seams
             between experts); `field`: the paper's, the residual norms of the assembled
             solution on the whole grid (`least_squares.field_loss`). On diffusion_sorption
-            (standard, 5000 points) `field` collapses to w ~ 0 (u stays at its start, val
-            rel_l2 0.84 from step 50 on) with one expert and with [1, 4]; `constraint`
-            reaches 0.28-0.40.
+            `field` collapses to w ~ 0 (u stays at its start) with one expert and with
+            [1, 4]; the README has the measurements.
         width, modes, layers, proj: the FNO backbone (methods/fno.py).
         clip: gradient-norm clipping (the paper: 1.0; 0 = none).
         mlp_width, mlp_depth, activation: the MLP backbone (single-instance problems).
@@ -113,6 +110,8 @@ class HardMoE(OperatorMethod):
     validation split); batch_size, normalize, select, val_every, eval_batch, val_samples and
     the FNO keys are unused.
     """
+
+    name = "hard_moe"
 
     needs: ClassVar[frozenset[str]] = OPERATOR_NEEDS
     constrained: ClassVar[bool] = True
@@ -384,10 +383,11 @@ class HardMoE(OperatorMethod):
         return pred
 
 
-@register_method("soft_constraint")
 class SoftConstraint(HardMoE):
     """The soft-constraint baseline (PI-SC): `hard_moe`'s backbone with one output per frame
     and w = 1, trained on the same residual loss; `basis` and `experts` are ignored."""
+
+    name = "soft_constraint"
 
     constrained: ClassVar[bool] = False
     smoke: ClassVar[dict[str, Any]] = {"width": 8, "modes": 6, "proj": 16, "val_every": 100}

@@ -10,8 +10,8 @@ cost no autograd.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -19,10 +19,76 @@ from torch import Tensor, nn
 from methods.nets import MLP, Net, OutputTransform
 from problems.base import ConfigError
 
-if TYPE_CHECKING:
-    from methods.taylor import Plan
+Key = tuple[str, ...]  # (field, axis, ...) as recorded by `Fields.requested`
 
-__all__ = ["JET_FUNCTIONS", "Jet", "jet_forward_plain", "supports_plain", "transform_jet"]
+
+@dataclass(frozen=True)
+class Plan:
+    """Which derivatives to propagate, by axis index.
+
+    A jet is one tensor `[rows, N, width]`: row 0 holds values, then one row per first
+    derivative along `axes` (in order), then one per second derivative for `pairs`
+    (`(i, j)` with `i <= j`).
+    """
+
+    axes: tuple[int, ...] = ()
+    pairs: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def from_requested(cls, requested: Iterable[Key], axes: Sequence[str]) -> Plan:
+        """The smallest plan covering every key of order 1 or 2 in `requested`."""
+        firsts: set[int] = set()
+        pairs: set[tuple[int, int]] = set()
+        for key in requested:
+            idx = sorted(axes.index(a) for a in key[1:])
+            if len(idx) == 1:
+                firsts.add(idx[0])
+            elif len(idx) == 2:
+                firsts.update(idx)
+                pairs.add((idx[0], idx[1]))
+        return cls(tuple(sorted(firsts)), tuple(sorted(pairs)))
+
+    @property
+    def k(self) -> int:
+        return len(self.axes)
+
+    @property
+    def rows(self) -> int:
+        return 1 + len(self.axes) + len(self.pairs)
+
+    def row(self, idx: Sequence[int]) -> int | None:
+        """Jet row of the derivative along axis indices `idx` (sorted), or None if unplanned."""
+        if len(idx) == 1 and idx[0] in self.axes:
+            return 1 + self.axes.index(idx[0])
+        if len(idx) == 2 and tuple(idx) in self.pairs:
+            return 1 + self.k + self.pairs.index((idx[0], idx[1]))
+        return None
+
+    def pair_rows(self) -> tuple[list[int], list[int]]:
+        """For each pair `(i, j)`: the jet rows of the first derivatives along `i` and `j`."""
+        return [self.row([i]) for i, _ in self.pairs], [self.row([j]) for _, j in self.pairs]  # type: ignore[misc]
+
+    def __post_init__(self) -> None:
+        # plain attributes, not cached properties: torch.compile's tracer reads these freely
+        firsts = tuple((self.axes.index(i), self.axes.index(j)) for i, j in self.pairs)
+        object.__setattr__(self, "pair_firsts", firsts)
+        object.__setattr__(self, "pair_rows_zipped", tuple(zip(*self.pair_rows())))
+
+    pair_firsts: tuple[tuple[int, int], ...] = field(init=False, compare=False, repr=False)
+    """For each pair `(i, j)`: the positions of `i` and `j` in `axes`."""
+    pair_rows_zipped: tuple[tuple[int, int], ...] = field(init=False, compare=False, repr=False)
+    """`pair_rows` as `((row_i, row_j), ...)`."""
+
+
+__all__ = [
+    "JET_FUNCTIONS",
+    "Jet",
+    "Key",
+    "Plan",
+    "jet_forward_plain",
+    "supports_plain",
+    "transform_jet",
+]
 
 
 def _is(v: object, c: float) -> bool:

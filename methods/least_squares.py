@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from problems.operator import frame_residuals
+from problems.capabilities import frame_residuals
 
 __all__ = [
     "ConstraintSystem",

@@ -28,8 +28,8 @@ Defaults that differ from the paper, chosen for the `standard` budget (170 s on 
 hard initial conditions (`hard_ic`; the paper's soft terms train far more slowly) and a 64 x 25
 label grid (the paper's 256 x 100 costs ~16x more per step and leaves the budget inside Adam).
 Derivatives use the autograd `Fields` over axes (x0, t) and outputs (D, U): the forward-mode jets
-of `methods/taylor.py` handle only the `Net` layouts (measured ~1.3x faster here, not worth a
-second code path).
+of `methods/taylor.py` handle only the `Net` layouts (too small a gain here for a second code
+path).
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.registry import register_method
 from methods.base import Budget, Method, Predictor, Report
 from methods.nets import ACTIVATIONS, MLP
 from methods.pinn import _bool, _choice
 from methods.train import StepTrainer, adam, train
 from problems.base import Characteristics, ConfigError, Fields, Problem, check_int, check_real
+from problems.capabilities import CharacteristicsSource, capability
 
 __all__ = ["LPINN", "LPINNPredictor", "LagrangianNet", "Trainer"]
 
@@ -221,7 +221,6 @@ class LPINNPredictor(Predictor):
         return sum(p.numel() for p in self.net.parameters())
 
 
-@register_method("lpinn")
 class LPINN(Method):
     """LPINN: a characteristic net and a state net on the label grid, Adam then L-BFGS.
 
@@ -246,6 +245,8 @@ class LPINN(Method):
         lbfgs: L-BFGS (strong Wolfe) after Adam while the budget lasts.
         lbfgs_history, lbfgs_max_eval: its memory and most evaluations per iteration.
     """
+
+    name = "lpinn"
 
     needs = frozenset({"characteristics"})
 
@@ -304,7 +305,7 @@ class LPINN(Method):
         reason = super().applicable(problem)
         if reason is not None:
             return reason
-        ch: Characteristics = problem.characteristics()  # type: ignore[attr-defined]
+        ch: Characteristics = capability(problem, CharacteristicsSource).characteristics()
         if sorted(problem.axes) != sorted((ch.axis, "t")) or len(problem.fields) != 1:
             return (
                 f"method {self.name!r} needs one field on axes ({ch.axis!r}, 't'); problem "
@@ -323,7 +324,7 @@ class LPINN(Method):
 
     def build_net(self, problem: Problem) -> LagrangianNet:
         """The (seeded) two-branch net for `problem`, in the method's dtype and device."""
-        ch: Characteristics = problem.characteristics()  # type: ignore[attr-defined]
+        ch: Characteristics = capability(problem, CharacteristicsSource).characteristics()
         g = self.generator(1)
         u_branch = MLP(3, 1, self.width_u, self.depth_u, self.activation, g)
         x_branch = MLP(3, 1, self.width_x, self.depth_x, self.activation, g)
@@ -350,7 +351,7 @@ class Trainer(StepTrainer):
         self.lbfgs_history, self.lbfgs_max_eval = m.lbfgs_history, m.lbfgs_max_eval
         self.dtype, dev = m.dtype, torch.device(m.device)
         torch.manual_seed(m.seed)  # nothing below draws from it; keep any stray draw seeded
-        ch = self.ch = problem.characteristics()  # type: ignore[attr-defined]
+        ch = self.ch = capability(problem, CharacteristicsSource).characteristics()
         if not ch.period[1] > ch.period[0]:
             raise ConfigError(f"{problem.name}: the period must have hi > lo, got {ch.period}")
         n, k = self.n, self.m = m.grid(max_points)

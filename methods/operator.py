@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.metrics import per_sample_rel_l2
+from core.metrics import per_sample_rel_l2
 from methods.base import Budget, Method, OperatorPredictor, Report
 from problems.base import ConfigError, OperatorData, Problem, check_int, check_real
-from problems.operator import data_scale
+from problems.capabilities import data_scale
 
 __all__ = ["OperatorMethod", "Selector", "StepModel", "TorchOperatorPredictor"]
 

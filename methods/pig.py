@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.registry import register_method
 from methods.gaussians import build_pig_net
 from methods.pinn import PINN, _int, _real
 from problems.base import ConfigError, Problem
@@ -32,7 +31,6 @@ __all__ = ["PIG"]
 NOT_FOR_PIG = ("net", "fourier_features", "fourier_scale")
 
 
-@register_method("pig")
 class PIG(PINN):
     """PIG: the PINN's options (see `methods.pinn.PINN`), with a Gaussian embedding as the net.
 
@@ -47,6 +45,8 @@ class PIG(PINN):
             d dimensions covers a vanishing fraction of the box: the paper goes up to 3).
         **pinn: every other PINN option (optimiser, points, weights, hard constraints...).
     """
+
+    name = "pig"
 
     smoke = {"n_gaussians": 48}  # the CI smoke grid: 4 x 48 Gaussians, seconds per cell
 

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bench.registry import register_method
 from methods.base import Budget, Method, Predictor, Report, TorchPredictor
 from methods.jets import supports_plain
 from methods.nets import ACTIVATIONS, NETS, OutputTransform, build_net, compile_transform
@@ -72,7 +71,6 @@ def _mapping(key: str, v: Any, check: Callable[[str, Any], Any]) -> dict[str, An
     return {str(k): check(f"{key}.{k}", x) for k, x in v.items()}
 
 
-@register_method("pinn")
 class PINN(Method):
     """A PINN trained by Adam, then L-BFGS.
 
@@ -114,12 +112,14 @@ class PINN(Method):
             (unbiased); 2: two independent samples for the value and the gradient (unbiased,
             cheap); 3: the sampled residual squared (biased, cheapest; the paper's Sec. 5.1).
         compile: compile the loss (jet forward pass, trial function, residuals) with
-            `torch.compile`, which fuses its elementwise work: ~1.5x faster steps on a CPU.
+            `torch.compile`, which fuses its elementwise work into fewer kernels per step.
             `true` needs the forward-mode backend; `auto` compiles where that backend and an
             MLP allow it and the budget is long enough for the compilation (seconds of it,
             charged to training time) to pay off (>= 2000 steps and >= 60 s); a compilation
             that fails falls back to the eager loss with a warning.
     """
+
+    name = "pinn"
 
     needs = frozenset({"residual"})
 

@@ -38,14 +38,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from bench.metrics import per_sample_rel_l2
-from bench.registry import register_method
+from core.metrics import per_sample_rel_l2
+from core.symbolic import SymbolicError, decode_system, encode_system, parses, vocabulary
 from methods.base import Budget, FamilyPredictor, Method, Report
 from methods.operator import Selector
 from methods.prose_net import BOS, EOS, PAD, SPECIALS, UNK, ProseNet, Sizes, numeric_features
 from problems.base import ConfigError, Problem, check_bool, check_int, check_real
-from problems.operator import data_scale
-from problems.symbolic import SymbolicError, decode_system, encode_system, parses, vocabulary
+from problems.capabilities import FamilyDataSource, capability, data_scale
 
 __all__ = ["PROSE", "ProsePredictor"]
 
@@ -147,9 +146,10 @@ def _sympify(equations: Sequence[str]) -> list[sp.Expr]:
     return [sp.sympify(e, locals=names) for e in equations]
 
 
-@register_method("prose")
 class PROSE(Method):
     """PROSE (module doc). Options are described in `conf/method/prose.yaml`."""
+
+    name = "prose"
 
     needs: ClassVar[frozenset[str]] = frozenset({"family_data"})
     default_dtype: ClassVar[torch.dtype] = torch.float32
@@ -227,8 +227,9 @@ class PROSE(Method):
 
     def fit(self, problem: Problem, budget: Budget, report: Report) -> ProsePredictor:
         scale = data_scale(budget.name)
-        train = problem.family_data("train", scale)  # type: ignore[attr-defined]
-        val = problem.family_data("val", scale)  # type: ignore[attr-defined]
+        source = capability(problem, FamilyDataSource)
+        train = source.family_data("train", scale)
+        val = source.family_data("val", scale)
         n = min(len(train), budget.samples or len(train))
         ids = self._train_tokens(train.equations[:n])
         n_pos = max(self.max_len, max(map(len, ids)) + 1)

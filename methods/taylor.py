@@ -17,93 +17,32 @@ derivatives share one jet pass, the others one plain forward pass.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from methods.gaussians import PIGNet
-from methods.jets import jet_forward_plain, supports_plain, transform_jet
+from methods.jets import Key, Plan, jet_forward_plain, supports_plain, transform_jet
 from methods.nets import MLP, FourierFeatures, ModifiedMLP, Net, OutputTransform
 from problems.base import ConfigError, Fields
 
 __all__ = [
     "BACKENDS",
     "FieldsBuilder",
-    "Plan",
     "TaylorFields",
     "jet_forward",
     "probe",
     "supports",
 ]
 
-Key = tuple[str, ...]  # (field, axis, ...) as recorded by `Fields.requested`
 BACKENDS = ("auto", "autograd", "taylor")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Which derivatives to propagate, by axis index.
-
-    A jet is one tensor `[rows, N, width]`: row 0 holds values, then one row per first
-    derivative along `axes` (in order), then one per second derivative for `pairs`
-    (`(i, j)` with `i <= j`).
-    """
-
-    axes: tuple[int, ...] = ()
-    pairs: tuple[tuple[int, int], ...] = ()
-
-    @classmethod
-    def from_requested(cls, requested: Iterable[Key], axes: Sequence[str]) -> Plan:
-        """The smallest plan covering every key of order 1 or 2 in `requested`."""
-        firsts: set[int] = set()
-        pairs: set[tuple[int, int]] = set()
-        for key in requested:
-            idx = sorted(axes.index(a) for a in key[1:])
-            if len(idx) == 1:
-                firsts.add(idx[0])
-            elif len(idx) == 2:
-                firsts.update(idx)
-                pairs.add((idx[0], idx[1]))
-        return cls(tuple(sorted(firsts)), tuple(sorted(pairs)))
-
-    @property
-    def k(self) -> int:
-        return len(self.axes)
-
-    @property
-    def rows(self) -> int:
-        return 1 + len(self.axes) + len(self.pairs)
-
-    def row(self, idx: Sequence[int]) -> int | None:
-        """Jet row of the derivative along axis indices `idx` (sorted), or None if unplanned."""
-        if len(idx) == 1 and idx[0] in self.axes:
-            return 1 + self.axes.index(idx[0])
-        if len(idx) == 2 and tuple(idx) in self.pairs:
-            return 1 + self.k + self.pairs.index((idx[0], idx[1]))
-        return None
-
-    def pair_rows(self) -> tuple[list[int], list[int]]:
-        """For each pair `(i, j)`: the jet rows of the first derivatives along `i` and `j`."""
-        return [self.row([i]) for i, _ in self.pairs], [self.row([j]) for _, j in self.pairs]  # type: ignore[misc]
-
-    def __post_init__(self) -> None:
-        # plain attributes, not cached properties: torch.compile's tracer reads these freely
-        firsts = tuple((self.axes.index(i), self.axes.index(j)) for i, j in self.pairs)
-        object.__setattr__(self, "pair_firsts", firsts)
-        object.__setattr__(self, "pair_rows_zipped", tuple(zip(*self.pair_rows())))
-
-    pair_firsts: tuple[tuple[int, int], ...] = field(init=False, compare=False, repr=False)
-    """For each pair `(i, j)`: the positions of `i` and `j` in `axes`."""
-    pair_rows_zipped: tuple[tuple[int, int], ...] = field(init=False, compare=False, repr=False)
-    """`pair_rows` as `((row_i, row_j), ...)`."""
 
 
 # -- fused dense layers ---------------------------------------------------------------------
 # A jet is stored feature-major, `[width, rows, N]`: the matmuls then run as
-# `[w_out, w_in] @ [w_in, rows * N]`, which BLAS does 2-3x faster in float64 than the
+# `[w_out, w_in] @ [w_in, rows * N]`, which BLAS runs faster in float64 than the
 # point-major `[rows * N, w_in] @ [w_in, w_out]` on these tall, thin shapes.
 # For z = W S (+ b on the value row) and y = f(z), the jet rows of y are
 #   y0 = f(z0),   y_a = f'(z0) z_a,   y_ab = f'(z0) z_ab + f''(z0) z_a z_b.
@@ -113,9 +52,9 @@ class Plan:
 def _act(name: str, z0: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
     """Write f(z0) into `out`; return f'(z0) and f''(z0)."""
     if name == "tanh":
-        # tanh z = 2 sigmoid(2 z) - 1: torch's CPU tanh is ~3x slower than its sigmoid (float32
-        # and float64, measured on AVX-512); the absolute error stays at round-off (~1e-7 in
-        # float32), and only the jet path (training) uses it
+        # tanh z = 2 sigmoid(2 z) - 1: torch's CPU tanh is slower than its sigmoid (float32 and
+        # float64); the absolute error stays at round-off, and only the jet path (training)
+        # uses it
         t = torch.sigmoid(z0 * 2, out=out).mul_(2).sub_(1)
         f1 = 1 - t * t
         return f1, -2 * t * f1

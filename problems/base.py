@@ -13,21 +13,18 @@ numeric parameters, and exp/log/sin/cos/tanh/sqrt/abs/pi).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import numbers
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from core.cache import cache_dir, cached, content_key
 from problems.fields import Fields, FieldsError
 
 __all__ = [
@@ -40,7 +37,6 @@ __all__ = [
     "OperatorData",
     "Problem",
     "Reference",
-    "cache_dir",
     "check_bool",
     "check_int",
     "check_real",
@@ -263,7 +259,7 @@ class Characteristics:
 
 @dataclass
 class OperatorData:
-    """Input/output samples for operator learners (see DESIGN.md)."""
+    """Input/output samples for operator learners (docs/architecture.md)."""
 
     inputs: np.ndarray  # [n, c_in, *grid]
     outputs: np.ndarray  # [n, T, c_out, *grid]
@@ -272,12 +268,26 @@ class OperatorData:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def cache_dir() -> Path:
-    """Where references and generated data are cached (`PHYSBENCH_CACHE` overrides)."""
-    env = os.environ.get("PHYSBENCH_CACHE")
-    path = Path(env) if env else Path(__file__).resolve().parents[1] / "results" / "cache"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+@dataclass
+class FamilyData:
+    """Samples of an ODE family (the `family_data` capability, `problems.ode_family`).
+    `values` `[n, T, 3]` is the clean trajectory at `times` `[T]` (zero-padded past `dims`);
+    `observed` `[n, input_len, 3]` is the model's input (`values[:, :input_len]` plus noise);
+    `system` `[n]` names each sample's system, `params` its parameters and `equations` its
+    right-hand sides (strings for sympify)."""
+
+    times: np.ndarray
+    values: np.ndarray
+    observed: np.ndarray
+    dims: np.ndarray
+    system: np.ndarray
+    params: list[dict[str, float]]
+    equations: list[list[str]]
+    input_len: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.values)
 
 
 class Problem(ABC):
@@ -333,29 +343,28 @@ class Problem(ABC):
     def _cache_key(self) -> str:
         keys = self.params if self.reference_keys is None else self.reference_keys
         params = {k: self.params[k] for k in keys}
-        blob = json.dumps(
-            {"name": self.name or type(self).__name__, "v": self.reference_version, **params},
-            sort_keys=True,
-            default=str,
-        )
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        name = self.name or type(self).__name__
+        return content_key({"name": name, "v": self.reference_version, **params})
 
     def _load_or_compute_reference(self) -> Reference:
         path = cache_dir() / f"ref-{self.name or type(self).__name__}-{self._cache_key()}.npz"
-        if path.exists():
-            z = np.load(path)
-            grid = [z[k] for k in sorted(k for k in z.files if k.startswith("grid"))] or None
-            return Reference(z["points"], z["values"], exact=self.exact, grid=grid)
-        ref = self._compute_reference()
-        arrays = {"points": ref.points, "values": ref.values}
-        for i, g in enumerate(ref.grid or ()):
-            arrays[f"grid{i:02d}"] = g
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)  # atomic: parallel jobs never read a half-written file
-        if ref.exact is None:
-            ref.exact = self.exact
-        return ref
+        computed: list[Reference] = []
+
+        def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+            ref = self._compute_reference()
+            computed.append(ref)
+            arrays = {"points": ref.points, "values": ref.values}
+            arrays.update({f"grid{i:02d}": g for i, g in enumerate(ref.grid or ())})
+            return arrays, {}
+
+        arrays, _, _ = cached(path, compute)
+        if computed:  # freshly computed: keep the solver's own object (and its exact, if any)
+            ref = computed[0]
+            if ref.exact is None:
+                ref.exact = self.exact
+            return ref
+        grid = [arrays[k] for k in sorted(k for k in arrays if k.startswith("grid"))] or None
+        return Reference(arrays["points"], arrays["values"], exact=self.exact, grid=grid)
 
     exact: Callable[[np.ndarray], np.ndarray] | None = None
     """Closed-form (or quadrature) solution `[M, d] -> [M, k]`, when the problem has one."""

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.registry import register_problem
 from problems.base import Box, Condition, ConfigError, Fields, Problem, Reference, check_int
 from problems.solvers.cole_hopf import NU_RAISSI, cole_hopf_hermite
 
@@ -30,7 +29,6 @@ __all__ = ["Burgers"]
 N_HERMITE = 128  # Gauss–Hermite nodes: converged to round-off on t <= 1 for nu = 0.01/pi
 
 
-@register_problem("burgers")
 class Burgers(Problem):
     """Viscous Burgers with a sine initial condition and zero Dirichlet boundaries.
 
@@ -42,6 +40,8 @@ class Burgers(Problem):
         nx, nt: reference grid size; x = linspace(-1, 1, nx), t = linspace(0, 0.99, nt)
             (Raissi's grid for 256 x 100).
     """
+
+    name = "burgers"
 
     axes = ("x", "t")
     fields = ("u",)
@@ -92,8 +92,8 @@ class Burgers(Problem):
         return (f.d("u", "t") + u * f.d("u", "x") - self.nu * f.d("u", "x", "x"))[:, None]
 
     def symbolic(self) -> list[sympy.Expr]:
-        """`residual` in sympy (`problems.symbolic` conventions)."""
-        from problems.symbolic import num, sp
+        """`residual` in sympy (`core.symbolic` conventions)."""
+        from core.symbolic import num, sp
 
         u, u_x, u_t, u_xx = sp.symbols("u u_x u_t u_xx")
         return [u_t + u * u_x - num(self.nu) * u_xx]

@@ -38,16 +38,14 @@ import numpy as np
 from scipy.fft import irfft, rfft
 from torch import Tensor
 
-from bench.registry import register_problem
 from problems.base import Box, ConfigError, OperatorData, check_int, check_real
+from problems.capabilities import Progress, uniform_step
 from problems.operator import (
     OperatorProblem,
-    Progress,
     after_first_frame,
     check_sizes,
     periodic_derivative,
     time_derivative,
-    uniform_step,
 )
 from problems.solvers.etdrk4 import (
     integrate,
@@ -91,7 +89,6 @@ def band_limit(u: np.ndarray, modes: int) -> np.ndarray:
     return irfft(c, u.shape[-1], axis=-1)
 
 
-@register_problem("burgers_op")
 class BurgersOp(OperatorProblem):
     """1-D periodic viscous Burgers operator data (see the module doc).
 
@@ -105,6 +102,8 @@ class BurgersOp(OperatorProblem):
         k_tot: wavenumbers 1..k_tot of the random initial states.
         data: sizes per scale and split; data_seed: seeds the draws of every split.
     """
+
+    name = "burgers_op"
 
     axes = ("x", "t")
     fields = ("u",)

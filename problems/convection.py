@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.registry import register_problem
 from problems.base import (
     Box,
     Characteristics,
@@ -171,8 +170,8 @@ _DOC_COMMON = """
 
 
 # ----------------------------------------------------------------------------------------------
-@register_problem("convection")
 class Convection(_PeriodicLaw):
+    name = "convection"
     __doc__ = (
         """Pure convection u_t + c u_x = 0, u0 = sin x; exact u = sin(x - c t).
 
@@ -209,8 +208,8 @@ class Convection(_PeriodicLaw):
 
 
 # ----------------------------------------------------------------------------------------------
-@register_problem("convection_diffusion")
 class ConvectionDiffusion(_PeriodicLaw):
+    name = "convection_diffusion"
     __doc__ = (
         """Convection–diffusion u_t + c u_x = nu u_xx (LPINN's `convection` equation).
 
@@ -269,8 +268,8 @@ class ConvectionDiffusion(_PeriodicLaw):
 
 
 # ----------------------------------------------------------------------------------------------
-@register_problem("burgers_periodic")
 class BurgersPeriodic(_PeriodicLaw):
+    name = "burgers_periodic"
     __doc__ = (
         """Viscous Burgers u_t + u u_x = nu u_xx with u0 = sin x + C on the periodic interval
     (LPINN's Burgers: U0 = sin x + C, NU0 = 0.01).

@@ -53,9 +53,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.registry import register_problem
 from problems.base import Box, ConfigError, OperatorData, check_int, check_real
-from problems.operator import OperatorProblem, Progress, check_sizes, time_derivative, uniform_step
+from problems.capabilities import Progress, uniform_step
+from problems.operator import OperatorProblem, check_sizes, time_derivative
 from problems.solvers.sorption_fv import Sorption, average_down, cell_centres, prolong, solve
 
 __all__ = ["DiffusionSorption", "check_resolution"]
@@ -69,7 +69,6 @@ DEFAULT_DATA = {
 }
 
 
-@register_problem("diffusion_sorption")
 class DiffusionSorption(OperatorProblem):
     """1-D diffusion–sorption operator data (see the module doc).
 
@@ -83,6 +82,8 @@ class DiffusionSorption(OperatorProblem):
         smoke: {s, nt}, the data grid and frames of the smoke scale (the others use s, nt).
         data: sizes per scale and split; data_seed: seeds the draws of every split.
     """
+
+    name = "diffusion_sorption"
 
     axes = ("x", "t")
     fields = ("u",)

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.registry import register_problem
 from problems.base import (
     Box,
     Condition,
@@ -49,7 +48,6 @@ def dirichlet_eigenvalue(k: float, rtol: float = 1e-9) -> tuple[int, int] | None
     return None
 
 
-@register_problem("helmholtz")
 class Helmholtz(Problem):
     """Helmholtz on [-1, 1]^2 with u = sin(a1 pi x) sin(a2 pi y) (see the module docstring).
 
@@ -63,6 +61,8 @@ class Helmholtz(Problem):
             10,000 per side; 1,000 per side is plenty for the data's few oscillations).
         nx, ny: reference grid, linspace(-1, 1, n) each (PIG's test grid: 250 x 250).
     """
+
+    name = "helmholtz"
 
     axes = ("x", "y")
     fields = ("u",)
@@ -119,8 +119,8 @@ class Helmholtz(Problem):
         return (lap + self.k**2 * f["u"] - self.source(f.x, f.y))[:, None]
 
     def symbolic(self) -> list[sympy.Expr]:
-        """`residual` in sympy (`problems.symbolic` conventions), with pi exact."""
-        from problems.symbolic import num, sp
+        """`residual` in sympy (`core.symbolic` conventions), with pi exact."""
+        from core.symbolic import num, sp
 
         x, y, u, u_xx, u_yy = sp.symbols("x y u u_xx u_yy")
         a1, a2, k = num(self.a1), num(self.a2), num(self.k)

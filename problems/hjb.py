@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.registry import register_problem
 from problems.base import (
     Box,
     Condition,
@@ -158,7 +157,6 @@ class _TerminalValueProblem(Problem):
         return Reference(points, self.exact(points), exact=self.exact)
 
 
-@register_problem("hjb")
 class HJB(_TerminalValueProblem):
     """u_t + Δu - λ|∇u|² = 0 on [0, T) x R^d, u(T, x) = ln((1 + |x|²)/2).
 
@@ -170,6 +168,8 @@ class HJB(_TerminalValueProblem):
         n_eval: random evaluation points (after the anchor (0, 0)).
         eval_seed: seed of the evaluation set.
     """
+
+    name = "hjb"
 
     reference_keys = ("d", "T", "lam", "n_eval", "eval_seed")
 
@@ -201,7 +201,6 @@ class HJB(_TerminalValueProblem):
         return hjb_log_u(sq_norm, self.T - t, self.d, self.lam)
 
 
-@register_problem("hjb_lin")
 class HJBLin(_TerminalValueProblem):
     """u_t + Δu - (1/d) Σ_i |u_{x_i}|^c = -2 on [0, T) x R^d, u(T, x) = Σ_i x_i.
 
@@ -211,6 +210,8 @@ class HJBLin(_TerminalValueProblem):
         c: exponent of the gradient term (>= 1, so the residual is differentiable); 1.75 in SDGD.
         Other arguments as in `HJB`.
     """
+
+    name = "hjb_lin"
 
     reference_keys = ("d", "T", "n_eval", "eval_seed")
 
@@ -241,7 +242,6 @@ class HJBLin(_TerminalValueProblem):
         return x.sum(axis=1) + (self.T - t)
 
 
-@register_problem("bsb")
 class BlackScholesBarenblatt(_TerminalValueProblem):
     """u_t + (σ²/2) Σ_i x_i² u_{x_i x_i} - r (u - x·∇u) = 0 on [0, T) x R^d, u(T, x) = |x|².
 
@@ -253,6 +253,8 @@ class BlackScholesBarenblatt(_TerminalValueProblem):
         sigma: volatility σ (> 0; 0.4 in FBSNN).
         Other arguments as in `HJB`.
     """
+
+    name = "bsb"
 
     reference_keys = ("d", "T", "r", "sigma", "n_eval", "eval_seed")
 

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.registry import register_problem
 from problems.base import (
     Box,
     Condition,
@@ -39,7 +38,6 @@ __all__ = ["KleinGordon"]
 OMEGA = 5.0 * math.pi
 
 
-@register_problem("klein_gordon")
 class KleinGordon(Problem):
     """Klein–Gordon with the cubic nonlinearity (see the module docstring).
 
@@ -51,6 +49,8 @@ class KleinGordon(Problem):
         n_boundary: default boundary points (x = 0 and x = 1, half each).
         nx, nt: reference grid, linspace(0, 1, n) each (Wang et al.'s 100 x 100).
     """
+
+    name = "klein_gordon"
 
     axes = ("x", "t")
     fields = ("u",)
@@ -99,9 +99,9 @@ class KleinGordon(Problem):
         return (lhs + self.gamma * u**3 - self.forcing(f.x, f.t))[:, None]
 
     def symbolic(self) -> list[sympy.Expr]:
-        """`residual` in sympy (`problems.symbolic` conventions); f is derived from the exact
+        """`residual` in sympy (`core.symbolic` conventions); f is derived from the exact
         solution symbolically, with pi exact."""
-        from problems.symbolic import num, sp
+        from core.symbolic import num, sp
 
         x, t, u, u_xx, u_tt = sp.symbols("x t u u_xx u_tt")
         alpha, beta, gamma = num(self.alpha), num(self.beta), num(self.gamma)

@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.registry import register_problem
 from problems.base import Box, OperatorData, check_int, check_real
 from problems.burgers_op import check_grids, check_resolution, ladder
-from problems.operator import OperatorProblem, Progress, check_sizes
+from problems.capabilities import Progress
+from problems.operator import OperatorProblem, check_sizes
 from problems.solvers.etdrk4 import integrate, quadratic_flux, solve_on_grid, to_grid, wavenumbers
 
 __all__ = ["KuramotoSivashinsky"]
@@ -50,7 +50,6 @@ DEFAULT_DATA = {
 }
 
 
-@register_problem("ks")
 class KuramotoSivashinsky(OperatorProblem):
     """Kuramoto–Sivashinsky operator data (see the module doc).
 
@@ -64,6 +63,8 @@ class KuramotoSivashinsky(OperatorProblem):
         nt: frames per trajectory (> context = 10).
         data: sizes per scale and split; data_seed: seeds the draws of every split.
     """
+
+    name = "ks"
 
     axes = ("x", "t")
     fields = ("u",)

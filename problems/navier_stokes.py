@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.registry import register_problem
 from problems.base import (
     Box,
     Condition,
@@ -82,7 +81,6 @@ class _NavierStokes(Problem):
 
 
 # ------------------------------------------------------------------------------------------
-@register_problem("kovasznay")
 class Kovasznay(_NavierStokes):
     """Kovasznay flow: u = 1 - e^{lam x} cos 2 pi y, v = lam/(2 pi) e^{lam x} sin 2 pi y,
     p = (1 - e^{2 lam x})/2, lam = Re/2 - sqrt(Re^2/4 + 4 pi^2); nu = 1/Re.
@@ -93,6 +91,8 @@ class Kovasznay(_NavierStokes):
         n_outlet: default points for the outlet pressure condition at x = 1.
         nx, ny: reference grid (linspace over the domain).
     """
+
+    name = "kovasznay"
 
     axes = ("x", "y")
     domain = Box({"x": (-0.5, 1.0), "y": (-0.5, 1.5)})
@@ -183,7 +183,6 @@ class Kovasznay(_NavierStokes):
 
 
 # ------------------------------------------------------------------------------------------
-@register_problem("taylor_green")
 class TaylorGreen(_NavierStokes):
     """Decaying Taylor–Green vortex on the periodic square [0, 2 pi]^2 (exact for any nu):
     u = sin x cos y F, v = -cos x sin y F, p = (cos 2x + cos 2y) F^2 / 4, F = e^{-2 nu t}.
@@ -195,6 +194,8 @@ class TaylorGreen(_NavierStokes):
             per axis).
         nx, nt: reference grid: nx x nx periodic points (no endpoint) by nt times.
     """
+
+    name = "taylor_green"
 
     axes = ("x", "y", "t")
     reference_keys = ("nu", "t_final", "nx", "nt")
@@ -272,7 +273,6 @@ class TaylorGreen(_NavierStokes):
 
 
 # ------------------------------------------------------------------------------------------
-@register_problem("cavity")
 class Cavity(_NavierStokes):
     """Steady lid-driven cavity on the unit square; nu = 1/Re.
 
@@ -288,6 +288,8 @@ class Cavity(_NavierStokes):
             (n_eval - 2)^2 points (n divisible by n_eval - 1).
         n_collocation, n_boundary: default interior and wall points.
     """
+
+    name = "cavity"
 
     axes = ("x", "y")
     domain = Box({"x": (0.0, 1.0), "y": (0.0, 1.0)})
@@ -389,8 +391,9 @@ class Cavity(_NavierStokes):
         return Reference(grid_points(x, y), values, grid=(x, y))
 
 
-@register_problem("cavity_re1000")
 class CavityRe1000(Cavity):
     """The lid-driven cavity at Re = 1000 (same arguments as `cavity`)."""
+
+    name = "cavity_re1000"
 
     default_re = 1000.0

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.registry import register_problem
 from problems.base import (
     Box,
     Condition,
@@ -231,7 +230,6 @@ def _check_tails(key: str, lo: float, hi: float, amplitude: float, paths: list[f
 
 
 # -- the cases ---------------------------------------------------------------------------------
-@register_problem("nlse")
 class NLSERaissi(NLSEProblem):
     """Raissi et al. (2019): psi0 = 2 sech x, periodic on [-5, 5], t in [0, pi/2].
 
@@ -244,6 +242,8 @@ class NLSERaissi(NLSEProblem):
             50 times on each side, i.e. 100 boundary points in 50 pairs).
         nx, nt: reference grid (and solver modes); rtol: solver tolerance.
     """
+
+    name = "nlse"
 
     def __init__(
         self,
@@ -269,7 +269,6 @@ class NLSERaissi(NLSEProblem):
         return {"re": "4 / (exp(x) + exp(-x)) + t * re", "im": "t * im"}
 
 
-@register_problem("nlse_soliton")
 class NLSESoliton(NLSEProblem):
     """A single soliton moving across the box (Herho et al.'s case 1 setup): exact solution
     psi = A sech(A (x - x0 - v t)) exp(i [v x + (A^2 - v^2) t / 2]).
@@ -280,6 +279,8 @@ class NLSESoliton(NLSEProblem):
             enough inside that the tail at the boundary is below 1e-10 (checked).
         nx, nt: reference grid; n_collocation, n_initial, n_boundary: training points.
     """
+
+    name = "nlse_soliton"
 
     def __init__(
         self,
@@ -316,7 +317,6 @@ class NLSESoliton(NLSEProblem):
         return np.stack(soliton(p[:, 0], p[:, 1], self.amplitude, self.x0, self.velocity), 1)
 
 
-@register_problem("nlse_two_soliton")
 class NLSETwoSoliton(NLSEProblem):
     """Solitons A_j sech(A_j (x - x_j)) exp(i v_j x) superposed at t = 0 (no relative phase),
     colliding; spectral reference. Herho et al.'s pair, (2, -10, 2) and (1.5, 10, -2), meets
@@ -332,6 +332,8 @@ class NLSETwoSoliton(NLSEProblem):
         nx, nt, rtol: reference grid = solver modes, and solver tolerance.
         n_collocation, n_initial, n_boundary: default training points.
     """
+
+    name = "nlse_two_soliton"
 
     def __init__(
         self,
@@ -380,7 +382,6 @@ class NLSETwoSoliton(NLSEProblem):
         return re, im
 
 
-@register_problem("nlse_breather")
 class NLSEBreather(NLSEProblem):
     """The Akhmediev breather (exact), shifted to peak at t = t_peak:
     psi(x, t) = akhmediev(x, t - t_peak; a), on one spatial period [-pi/w, pi/w), w = 2 sqrt(1-2a).
@@ -396,6 +397,8 @@ class NLSEBreather(NLSEProblem):
         t_peak, t_final: time of the peak (0 <= t_peak <= t_final) and horizon.
         nx, nt: reference grid; n_collocation, n_initial, n_boundary: training points.
     """
+
+    name = "nlse_breather"
 
     def __init__(
         self,
@@ -430,7 +433,6 @@ class NLSEBreather(NLSEProblem):
         return np.stack(akhmediev(p[:, 0], p[:, 1] - self.t_peak, self.a), 1)
 
 
-@register_problem("nlse_mi")
 class NLSEModulationInstability(NLSEProblem):
     """Modulational instability: psi0 = sqrt(P0) (1 + eps eta(x)), a plane wave of power P0
     with seeded complex noise eta = sum_{0 < |j| <= J} c_j exp(i k_j x), k_j = 2 pi j / L, c_j
@@ -449,6 +451,8 @@ class NLSEModulationInstability(NLSEProblem):
         t_final: horizon. nx, nt, rtol: reference grid = solver modes, and solver tolerance.
         n_collocation, n_initial, n_boundary: default training points.
     """
+
+    name = "nlse_mi"
 
     def __init__(
         self,

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.registry import register_problem
 from problems.base import Box, ConfigError, OperatorData, check_int, check_real
+from problems.capabilities import Progress
 from problems.nlse import akhmediev, soliton
-from problems.operator import OperatorProblem, Progress, check_sizes
+from problems.operator import OperatorProblem, check_sizes
 from problems.solvers.nlse_spectral import SPLIT_SCHEMES, grid, resample, split_step
 
 __all__ = ["NLSEOperator"]
@@ -54,7 +54,6 @@ def _range(key: str, value: object, lo: float | None = None, hi: float | None = 
     return a, b
 
 
-@register_problem("nlse_op")
 class NLSEOperator(OperatorProblem):
     """Random soliton superpositions and Akhmediev breathers (see module doc).
 
@@ -67,6 +66,8 @@ class NLSEOperator(OperatorProblem):
         breather_fraction: share of breather samples; breather_a: [low, high] of their a.
         data: samples per scale and split; data_seed: the draw of the initial fields.
     """
+
+    name = "nlse_op"
 
     axes = ("x", "t")
     fields = ("re", "im")

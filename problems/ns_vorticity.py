@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.registry import register_problem
 from problems.base import (
     Box,
     Condition,
@@ -45,16 +44,15 @@ from problems.base import (
     check_real,
     grid_points,
 )
+from problems.capabilities import Progress, uniform_step
 from problems.constraints import periodic_conditions
 from problems.navier_stokes import divergence
 from problems.operator import (
     OperatorMixin,
-    Progress,
     after_first_frame,
     check_sizes,
     periodic_derivative,
     time_derivative,
-    uniform_step,
 )
 from problems.solvers import ns_spectral as sp
 from problems.solvers.ns_spectral import resample
@@ -211,7 +209,6 @@ class VorticityFlow(Problem):
         return Reference(grid_points(x, x, t), values, grid=(x, x, t))
 
 
-@register_problem("ns_vorticity")
 class NSVorticity(OperatorMixin, VorticityFlow):
     """The FNO benchmark (see module doc), with its operator data: trajectories from GRF
     initial vorticity, input channel [w0], output channel [w], `context` = 10 frames.
@@ -225,6 +222,8 @@ class NSVorticity(OperatorMixin, VorticityFlow):
         op_device: where the data is generated (`auto`: CUDA when available).
         data: trajectories per scale and split; data_seed: the initial fields' draw.
     """
+
+    name = "ns_vorticity"
 
     context = 10  # FNO's setting: 10 frames in, the rest predicted
     data_version = 1
@@ -447,7 +446,6 @@ def _check_steps(key: str, span: float, dt: float) -> None:
         )
 
 
-@register_problem("kolmogorov")
 class Kolmogorov(VorticityFlow):
     """Kolmogorov flow in vorticity form on the unit torus: the body force
     (scale sin 2 pi k y, 0), i.e. the vorticity forcing f = -2 pi k scale cos(2 pi k y), with
@@ -458,6 +456,8 @@ class Kolmogorov(VorticityFlow):
     At the YAML's defaults (nu = 4e-3, s = 64, dt = 5e-4) the reference is converged in space
     to ~3e-7 (against s = 128) and in time to ~4e-6 (from dt = 1e-3 vs 5e-4), relative L2.
     """
+
+    name = "kolmogorov"
 
     reference_keys = (*VorticityFlow.reference_keys, "k", "scale", "drag")
 

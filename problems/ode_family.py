@@ -24,48 +24,42 @@ cache. The problem's only capability is `family_data`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import sympy as sp
 
-from bench.registry import register_problem
+from core import cache
+from core.cache import cache_dir, content_key
+from core.symbolic import MAX_DIM, T, X, lambdify_rhs
 from problems.base import (
     Box,
     Condition,
     ConfigError,
+    FamilyData,
     Problem,
     Reference,
-    cache_dir,
     check_int,
     check_real,
 )
-from problems.operator import SCALES, Progress, check_sizes, checksum
-from problems.solvers.ode import Rhs, integrate
+from problems.capabilities import SCALES, Progress
+from problems.operator import check_sizes
+from problems.solvers.ode import integrate
 
 __all__ = [
     "FAMILY_SPLITS",
     "SYSTEMS",
-    "FamilyData",
     "ODEFamily",
     "SystemSpec",
-    "evaluate_rhs",
-    "lambdify_rhs",
     "solve_equations",
 ]
 
 log = logging.getLogger(__name__)
 
-T = sp.Symbol("t")
-X = sp.symbols("x0 x1 x2")
-MAX_DIM = 3
 RTOL = 1e-10  # DOP853 tolerance of every generated trajectory (atol = rtol)
 MAX_ABS = 1e3  # a trajectory leaving |u| <= MAX_ABS is redrawn (PROSE's filter)
 MAX_TRIES = 50  # redraws per sample before generation gives up
@@ -152,47 +146,6 @@ SYSTEMS: dict[str, SystemSpec] = {row[0]: _system(*row) for row in _ROWS}  # typ
 
 
 # -- equations -> numbers --------------------------------------------------------------------
-def _parse(equations: Sequence[str | sp.Expr], dim: int | None) -> tuple[list[sp.Expr], int]:
-    """Equations as sympy over `t, x0..x{d-1}` (strings parsed), checked for stray symbols."""
-    d = len(equations) if dim is None else dim
-    if not 1 <= d <= MAX_DIM or len(equations) != d:
-        raise ValueError(f"need 1..{MAX_DIM} equations for dimension {d}, got {len(equations)}")
-    names = {"t": T, **{str(s): s for s in X}}
-    exprs = [e if isinstance(e, sp.Basic) else sp.sympify(e, locals=names) for e in equations]
-    allowed = {T, *X[:d]}
-    for e in exprs:
-        stray = e.free_symbols - allowed
-        if stray:
-            raise ValueError(
-                f"equation {e} uses {sorted(map(str, stray))}; allowed: t, x0..x{d - 1}"
-            )
-    return exprs, d
-
-
-def lambdify_rhs(equations: Sequence[str | sp.Expr], dim: int | None = None) -> Rhs:
-    """`rhs(t, y)` for `integrate`, from equation strings (or sympy expressions) in
-    `t, x0..x{d-1}`; a ValueError when they do not parse or use other symbols."""
-    exprs, d = _parse(equations, dim)
-    f = sp.lambdify((T, *X[:d]), exprs, modules="math")
-
-    def rhs(t: float, y: np.ndarray) -> list[float]:
-        return f(t, *y)
-
-    return rhs
-
-
-def evaluate_rhs(
-    equations: Sequence[str | sp.Expr], times: np.ndarray, states: np.ndarray
-) -> np.ndarray:
-    """The right-hand sides at `states` `[T, d]` and `times` `[T]`, vectorised: `[T, d]`."""
-    exprs, d = _parse(equations, states.shape[-1])
-    f = sp.lambdify((T, *X[:d]), exprs, modules="numpy")
-    out = f(np.asarray(times, dtype=np.float64), *np.moveaxis(states, -1, 0))
-    return np.stack(
-        [np.broadcast_to(np.asarray(o, dtype=np.float64), times.shape) for o in out], -1
-    )
-
-
 def solve_equations(
     equations: Sequence[str | sp.Expr], y0: Sequence[float], times: np.ndarray
 ) -> np.ndarray:
@@ -202,27 +155,6 @@ def solve_equations(
 
 
 # -- the data --------------------------------------------------------------------------------
-@dataclass
-class FamilyData:
-    """Samples of the family (module doc). `values` `[n, T, 3]` is the clean trajectory at
-    `times` `[T]` (zero-padded past `dims`); `observed` `[n, input_len, 3]` is the model's
-    input (`values[:, :input_len]` plus noise); `system` `[n]` names each sample's system,
-    `params` its parameters and `equations` its right-hand sides (strings for sympify)."""
-
-    times: np.ndarray
-    values: np.ndarray
-    observed: np.ndarray
-    dims: np.ndarray
-    system: np.ndarray
-    params: list[dict[str, float]]
-    equations: list[list[str]]
-    input_len: int
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-
 def _round_sig(value: float, digits: int) -> float:
     return float(f"{value:.{digits}g}")
 
@@ -263,9 +195,10 @@ DEFAULT_DATA = {
 }
 
 
-@register_problem("ode_family")
 class ODEFamily(Problem):
     """A family of ODE systems with randomised parameters: `family_data` only (module doc)."""
+
+    name = "ode_family"
 
     axes = ("t",)
     fields = ("x0", "x1", "x2")
@@ -346,7 +279,7 @@ class ODEFamily(Problem):
     def data_key(self, split: str, n: int) -> str:
         """A hash of everything the clean split depends on (not noise nor input_len)."""
         names = self.split_systems(split)
-        blob = json.dumps(
+        return content_key(
             {
                 "name": self.name or type(self).__name__,
                 "v": self.data_version,
@@ -357,10 +290,8 @@ class ODEFamily(Problem):
                 "params": {k: self.params[k] for k in ("t_end", "t_num", "param_spread")},
                 "digits": self.params["param_digits"],
                 "rtol": RTOL,
-            },
-            sort_keys=True,
+            }
         )
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def family_data(
         self, split: str, scale: str = "standard", progress: Progress | None = None
@@ -377,7 +308,7 @@ class ODEFamily(Problem):
         n = self.params["data"][scale][split]
         key = self.data_key(split, n)
         path = cache_dir() / f"family-{self.name or 'ode_family'}-{split}-{key}.npz"
-        arrays = _load(path) if path.exists() else None
+        arrays = _load(path)
         if arrays is None:
             t0 = time.perf_counter()
             arrays = self.generate(split, n, self._seed(split), progress)
@@ -471,24 +402,14 @@ _ARRAYS = ("times", "values", "params", "dims", "system", "equations")
 
 
 def _save(path: Any, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-    data = {k: np.asarray(arrays[k]) for k in _ARRAYS}
-    blob = json.dumps({**meta, "checksum": checksum(data)})
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, meta=np.array(blob), **data)
-    os.replace(tmp, path)  # atomic: a reader never sees a half-written file
+    cache.save(path, {k: np.asarray(arrays[k]) for k in _ARRAYS}, meta)
 
 
 def _load(path: Any) -> dict[str, Any] | None:
-    """The cached arrays (and `meta`), or None (with a warning) when the file is unreadable
-    or its checksum does not match its arrays."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            arrays: dict[str, Any] = {k: z[k] for k in _ARRAYS}
-        if meta.pop("checksum", None) != checksum(arrays):
-            raise ValueError("checksum mismatch")
-        arrays["meta"] = meta
-        return arrays
-    except Exception as e:  # corrupt, truncated, or from an incompatible writer
-        log.warning("family data cache %s is unusable (%s); regenerating it", path, e)
+    """The cached arrays (and `meta`), or None when the file is unusable (`core.cache.load`)."""
+    got = cache.load(path)
+    if got is None:
         return None
+    arrays: dict[str, Any] = {k: got[0][k] for k in _ARRAYS}
+    arrays["meta"] = got[1]
+    return arrays

@@ -7,8 +7,8 @@ generated once and cached under `results/cache/` by a hash of everything that de
 (problem parameters, split, size, seed, `data_version`). A cached file carries a checksum of its
 arrays; a corrupted or partial file is detected, reported and regenerated, never used.
 
-Layout (DESIGN.md): `inputs` `[n, c_in, *grid]` holds the initial state in its first `c_out`
-channels, then any parameters broadcast as channels; `outputs` `[n, T, c_out, *grid]` is the
+Layout (docs/architecture.md): `inputs` `[n, c_in, *grid]` holds the initial state in its first
+`c_out` channels, then any parameters broadcast as channels; `outputs` `[n, T, c_out, *grid]` is the
 trajectory at `times`, with `outputs[:, 0]` the initial state. Predictors are given the first
 `context` frames of each trajectory and predict the rest (`context` is the problem's, so every
 method predicts the same frames).
@@ -19,49 +19,33 @@ A problem that has only operator data (no single-instance residual task) subclas
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from problems.base import Condition, ConfigError, OperatorData, Problem, Reference, cache_dir
+from core import cache
+from core.cache import cache_dir, content_key
+from problems.base import Condition, ConfigError, OperatorData, Problem, Reference
+from problems.capabilities import SCALES, SPLITS, Progress
 
 __all__ = [
-    "SCALES",
-    "SPLITS",
     "OperatorMixin",
     "OperatorProblem",
-    "Progress",
     "after_first_frame",
     "check_sizes",
-    "checksum",
-    "data_scale",
-    "frame_residuals",
     "periodic_derivative",
     "time_derivative",
-    "uniform_step",
 ]
 
 log = logging.getLogger(__name__)
 
-SCALES = ("smoke", "standard", "paper")
-SPLITS = ("train", "val", "test")
 SPLIT_SEED = {"train": 0, "val": 1, "test": 2}  # independent draws: test never depends on train
-
-Progress = Callable[[int, int], None]  # progress(done, total) while generating
-
-
-def data_scale(budget_name: str) -> str:
-    """The data size for a budget: its own name for the presets, `standard` for custom ones."""
-    return budget_name if budget_name in SCALES else "standard"
 
 
 def check_sizes(data: Mapping[str, Any]) -> dict[str, dict[str, int]]:
@@ -122,35 +106,6 @@ def after_first_frame(shape: tuple[int, ...]) -> np.ndarray:
     mask = np.ones(shape, dtype=bool)
     mask[0] = False
     return mask
-
-
-def frame_residuals(problem: Any, u: Tensor, inputs: Tensor, times: Tensor) -> dict[str, Tensor]:
-    """Every `grid_residuals` term `[B, T, *grid]` of whole frames `u` `[B, T, c, *grid]` at
-    `times`, with the samples' `inputs` `[B, c_in, *grid]` (the `grid_residuals` capability)."""
-    terms = problem.grid_terms(u, times)
-    for k, v in problem.grid_inputs(inputs).items():
-        terms[k] = v.expand(u.shape[0], u.shape[1], *v.shape[2:])
-    return problem.grid_residuals(terms)
-
-
-def uniform_step(times: Any) -> float:
-    """The spacing of uniformly spaced `times` (array or tensor), or a ValueError."""
-    if isinstance(times, Tensor):
-        times = times.detach().cpu()
-    t = np.asarray(times, dtype=np.float64)
-    step = np.diff(t)
-    if len(t) < 2 or not np.allclose(step, step[0], rtol=1e-6, atol=0.0):
-        raise ValueError("grid residuals need uniformly spaced frame times")
-    return float(step[0])
-
-
-def checksum(arrays: Mapping[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 class OperatorMixin:
@@ -218,7 +173,7 @@ class OperatorMixin:
 
     def data_key(self, split: str, n: int, scale: str = "standard") -> str:
         params = {k: self.params[k] for k in self.data_keys}
-        blob = json.dumps(
+        return content_key(
             {
                 "name": self.name or type(self).__name__,
                 "v": self.data_version,
@@ -227,11 +182,8 @@ class OperatorMixin:
                 "seed": self._split_seed(split),
                 "params": params,  # nested: a param named like a key above must not replace it
                 "settings": self.data_settings(scale),
-            },
-            sort_keys=True,
-            default=str,
+            }
         )
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def _split_seed(self, split: str) -> int:
         return int(self.params.get("data_seed", 0)) * 1000 + SPLIT_SEED[split]
@@ -247,11 +199,10 @@ class OperatorMixin:
         n = self.data_sizes(scale)[split]
         key = self.data_key(split, n, scale)
         path = cache_dir() / f"op-{self.name or type(self).__name__}-{split}-{key}.npz"
-        if path.exists():
-            data = self._load(path)
-            if data is not None:
-                data.meta["cached"] = True
-                return data
+        data = self._load(path)
+        if data is not None:
+            data.meta["cached"] = True
+            return data
         t0 = time.perf_counter()
         data = self.generate(split, n, self._split_seed(split), progress, scale=scale)
         seconds = time.perf_counter() - t0
@@ -264,25 +215,16 @@ class OperatorMixin:
     def _save(self, path: Any, data: OperatorData) -> None:
         arrays = {"inputs": data.inputs, "outputs": data.outputs, "times": data.times}
         arrays.update({f"grid{i:02d}": g for i, g in enumerate(data.grid)})
-        meta = {**data.meta, "checksum": checksum(arrays)}
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, meta=np.array(json.dumps(meta, default=str)), **arrays)
-        os.replace(tmp, path)  # atomic: a reader never sees a half-written file
+        cache.save(path, arrays, data.meta)
 
     def _load(self, path: Any) -> OperatorData | None:
-        """The cached data, or None (with a warning) when the file is unreadable or its
-        checksum does not match its arrays."""
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                arrays = {k: z[k] for k in z.files if k != "meta"}
-            if meta.get("checksum") != checksum(arrays):
-                raise ValueError("checksum mismatch")
-            grid = tuple(arrays[k] for k in sorted(arrays) if k.startswith("grid"))
-            return OperatorData(arrays["inputs"], arrays["outputs"], grid, arrays["times"], meta)
-        except Exception as e:  # corrupt, truncated, or from an incompatible writer
-            log.warning("operator data cache %s is unusable (%s); regenerating it", path, e)
+        """The cached data, or None when the file is unusable (`core.cache.load`)."""
+        got = cache.load(path)
+        if got is None:
             return None
+        arrays, meta = got
+        grid = tuple(arrays[k] for k in sorted(arrays) if k.startswith("grid"))
+        return OperatorData(arrays["inputs"], arrays["outputs"], grid, arrays["times"], meta)
 
 
 def _as_float32(data: OperatorData) -> OperatorData:

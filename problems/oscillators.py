@@ -70,7 +70,6 @@ import torch
 from scipy.special import ellipk
 from torch import Tensor
 
-from bench.registry import register_problem
 from problems.base import (
     Box,
     Condition,
@@ -176,7 +175,6 @@ class _Oscillator(Problem):
         return y
 
 
-@register_problem("duffing")
 class Duffing(_Oscillator):
     """Forced, damped Duffing oscillator u'' + delta u' + alpha u + beta u^3 = gamma cos(omega t).
 
@@ -186,6 +184,8 @@ class Duffing(_Oscillator):
         t_end: horizon; the reference refuses one where DOP853 is not converged (chaos).
         nt: reference grid, linspace(0, t_end, nt). n_collocation: default collocation points.
     """
+
+    name = "duffing"
 
     fields = ("u",)
     reference_keys = ("delta", "alpha", "beta", "gamma", "omega", "u0", "v0", "t_end", "nt")
@@ -223,8 +223,8 @@ class Duffing(_Oscillator):
         return (r - self.gamma * torch.cos(self.omega * f.t))[:, None]
 
     def symbolic(self) -> list[sympy.Expr]:
-        """`residual` in sympy (`problems.symbolic` conventions)."""
-        from problems.symbolic import num, sp
+        """`residual` in sympy (`core.symbolic` conventions)."""
+        from core.symbolic import num, sp
 
         t, u, u_t, u_tt = sp.symbols("t u u_t u_tt")
         d, a, b, g, w = map(num, (self.delta, self.alpha, self.beta, self.gamma, self.omega))
@@ -243,7 +243,6 @@ class Duffing(_Oscillator):
         return self._grid_reference(y[:, :1])
 
 
-@register_problem("duffing_free")
 class DuffingFree(_Oscillator):
     """Undamped, unforced Duffing u'' + alpha u + beta u^3 = 0, u(0) = amplitude, u'(0) = 0.
 
@@ -252,6 +251,8 @@ class DuffingFree(_Oscillator):
         t_end, nt, n_collocation: as for `duffing`.
     The reference is the exact Jacobi-cn solution (`duffing_cn`).
     """
+
+    name = "duffing_free"
 
     fields = ("u",)
     reference_keys = ("alpha", "beta", "amplitude", "t_end", "nt")
@@ -295,8 +296,8 @@ class DuffingFree(_Oscillator):
         return (f.d("u", "t", "t") + self.alpha * u + self.beta * u**3)[:, None]
 
     def symbolic(self) -> list[sympy.Expr]:
-        """`residual` in sympy (`problems.symbolic` conventions)."""
-        from problems.symbolic import num, sp
+        """`residual` in sympy (`core.symbolic` conventions)."""
+        from core.symbolic import num, sp
 
         u, u_tt = sp.symbols("u u_tt")
         return [u_tt + num(self.alpha) * u + num(self.beta) * u**3]
@@ -314,7 +315,6 @@ class DuffingFree(_Oscillator):
         return self._grid_reference(self.exact(t[:, None]))
 
 
-@register_problem("adler")
 class Adler(_Oscillator):
     """Adler's phase equation phi' = nu - K sin(phi), phi(0) = phi0, in the locked regime.
 
@@ -323,6 +323,8 @@ class Adler(_Oscillator):
         phi0: initial phase. t_end, nt, n_collocation: as for `duffing`.
     The reference is the closed form (`adler_phase`).
     """
+
+    name = "adler"
 
     fields = ("phi",)
     reference_keys = ("nu", "K", "phi0", "t_end", "nt")
@@ -358,8 +360,8 @@ class Adler(_Oscillator):
         return (f.d("phi", "t") - self.nu + self.K * torch.sin(f["phi"]))[:, None]
 
     def symbolic(self) -> list[sympy.Expr]:
-        """`residual` in sympy (`problems.symbolic` conventions)."""
-        from problems.symbolic import num, sp
+        """`residual` in sympy (`core.symbolic` conventions)."""
+        from core.symbolic import num, sp
 
         phi, phi_t = sp.symbols("phi phi_t")
         return [phi_t - num(self.nu) + num(self.K) * sp.sin(phi)]
@@ -377,13 +379,14 @@ class Adler(_Oscillator):
         return self._grid_reference(self.exact(t[:, None]))
 
 
-@register_problem("adler_slip")
 class AdlerSlip(Adler):
     """Adler's equation past the locking range, |nu| > K: a 2 pi slip every 2 pi/sqrt(nu^2-K^2).
 
     Arguments as for `adler`. The default nu = 1.2 K sits near the saddle-node on the invariant
     circle, so each slip is a slow passage of the bottleneck at phi = pi/2 and a fast turn.
     """
+
+    name = "adler_slip"
 
     regime = "slip"
 
@@ -403,7 +406,6 @@ class AdlerSlip(Adler):
         return adler_slip_period(self.nu, self.K)
 
 
-@register_problem("mems_snic")
 class MemsSnic(_Oscillator):
     """Injection-locked van der Pol–Duffing MEMS oscillator just outside its locking range.
 
@@ -416,6 +418,8 @@ class MemsSnic(_Oscillator):
     The reference is the full model by DOP853 (rtol 1e-12, checked against 1e-13); `reduction()`
     gives its Adler approximation (module docstring).
     """
+
+    name = "mems_snic"
 
     fields = ("u",)
     reference_keys = ("eps", "mu", "kappa", "f", "omega", "u0", "v0", "t_end", "nt")
@@ -458,8 +462,8 @@ class MemsSnic(_Oscillator):
         return (f.d("u", "t", "t") + u - self.eps * inner - forcing)[:, None]
 
     def symbolic(self) -> list[sympy.Expr]:
-        """`residual` in sympy (`problems.symbolic` conventions)."""
-        from problems.symbolic import num, sp
+        """`residual` in sympy (`core.symbolic` conventions)."""
+        from core.symbolic import num, sp
 
         t, u, u_t, u_tt = sp.symbols("t u u_t u_tt")
         eps, mu, kappa, f, w = map(num, (self.eps, self.mu, self.kappa, self.f, self.omega))

@@ -43,7 +43,6 @@ import torch
 from scipy.special import eval_legendre
 from torch import Tensor
 
-from bench.registry import register_problem
 from problems.base import (
     Box,
     Condition,
@@ -79,7 +78,6 @@ def _grid_reference(problem: Problem, lo: float, hi: float, n: int) -> Reference
     return Reference(x[:, None], problem.exact(x[:, None]), exact=problem.exact, grid=(x,))
 
 
-@register_problem("legendre")
 class Legendre(Problem):
     """Legendre's equation; the solution regular at x = +-1 with y(-1) = (-1)^l is P_l.
 
@@ -88,6 +86,8 @@ class Legendre(Problem):
         n_collocation: default number of interior collocation points.
         nx: reference grid size, linspace(-1, 1, nx).
     """
+
+    name = "legendre"
 
     axes = ("x",)
     fields = ("y",)
@@ -109,8 +109,8 @@ class Legendre(Problem):
         return r[:, None]
 
     def symbolic(self) -> list[sympy.Expr]:
-        """`residual` in sympy (`problems.symbolic` conventions)."""
-        from problems.symbolic import sp
+        """`residual` in sympy (`core.symbolic` conventions)."""
+        from core.symbolic import sp
 
         x, y, y_x, y_xx = sp.symbols("x y y_x y_xx")
         return [(1 - x**2) * y_xx - 2 * x * y_x + sp.Integer(self.l * (self.l + 1)) * y]
@@ -144,7 +144,6 @@ class Legendre(Problem):
         return _grid_reference(self, -1.0, 1.0, self.nx)
 
 
-@register_problem("hypergeometric")
 class Hypergeometric(Problem):
     """Gauss's hypergeometric equation on [0, 2]; y(0) = 1 and regularity select 2F1(a, b; c; x),
     here always a polynomial (see the module docstring for the accepted parameter sets).
@@ -155,6 +154,8 @@ class Hypergeometric(Problem):
         n_collocation: default number of interior collocation points.
         nx: reference grid size, linspace(0, 2, nx).
     """
+
+    name = "hypergeometric"
 
     axes = ("x",)
     fields = ("y",)
@@ -214,8 +215,8 @@ class Hypergeometric(Problem):
         return (r - a * b * f["y"])[:, None]
 
     def symbolic(self) -> list[sympy.Expr]:
-        """`residual` in sympy (`problems.symbolic` conventions)."""
-        from problems.symbolic import num, sp
+        """`residual` in sympy (`core.symbolic` conventions)."""
+        from core.symbolic import num, sp
 
         x, y, y_x, y_xx = sp.symbols("x y y_x y_xx")
         a, b, c = num(self.a), num(self.b), num(self.c)
@@ -248,7 +249,6 @@ class Hypergeometric(Problem):
         return _grid_reference(self, 0.0, 2.0, self.nx)
 
 
-@register_problem("accretion")
 class Accretion(Problem):
     """Michel's transonic accretion onto a Schwarzschild black hole (G = c = 1), in (rho, v).
 
@@ -260,6 +260,8 @@ class Accretion(Problem):
         n_collocation: default number of collocation points.
         nr: reference grid size, linspace(r_min, r_max, nr).
     """
+
+    name = "accretion"
 
     axes = ("r",)
     fields = ("rho", "v")
@@ -331,8 +333,8 @@ class Accretion(Problem):
         return torch.stack([e_rho, e_v], dim=1)
 
     def symbolic(self) -> list[sympy.Expr]:
-        """`residual` in sympy (`problems.symbolic` conventions)."""
-        from problems.symbolic import num, sp
+        """`residual` in sympy (`core.symbolic` conventions)."""
+        from core.symbolic import num, sp
 
         r, rho, v, rho_r, v_r = sp.symbols("r rho v rho_r v_r")
         M, g1 = num(self.M), num(self.Gamma - 1)

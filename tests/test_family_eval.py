@@ -14,8 +14,8 @@ import sympy as sp
 from bench.family_eval import _rel_l2, solve_decoded
 from bench.registry import METHODS, register_method
 from bench.run import run_cell
+from core.symbolic import encode_system
 from methods.base import FamilyPredictor, Method
-from problems.symbolic import encode_system
 
 NAMES = {"t": sp.Symbol("t"), **{f"x{i}": sp.Symbol(f"x{i}") for i in range(3)}}
 

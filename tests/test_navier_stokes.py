@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench.registry import build_problem
-from bench.run import score
+from bench.scoring import score
 from methods.base import Predictor
 from methods.nets import OutputTransform, build_net
 from problems.base import ConfigError, Fields, Reference

@@ -14,14 +14,9 @@ import sympy as sp
 from omegaconf import OmegaConf
 
 from bench import registry
+from core.symbolic import evaluate_rhs, lambdify_rhs
 from problems.base import ConfigError
-from problems.ode_family import (
-    SYSTEMS,
-    ODEFamily,
-    evaluate_rhs,
-    lambdify_rhs,
-    solve_equations,
-)
+from problems.ode_family import SYSTEMS, ODEFamily, solve_equations
 from problems.oscillators import adler_phase
 
 SIZES = {

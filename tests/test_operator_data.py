@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from problems.base import ConfigError, OperatorData
-from problems.operator import OperatorProblem, check_sizes, data_scale
+from problems.capabilities import data_scale
+from problems.operator import OperatorProblem, check_sizes
 
 SIZES = {
     "smoke": {"train": 3, "val": 2, "test": 2},

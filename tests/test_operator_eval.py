@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from bench.metrics import per_sample_rel_l2
 from bench.operator_eval import OperatorScorer, classical_curve, matched_cost
+from core.metrics import per_sample_rel_l2
 from methods.base import OperatorPredictor
 from problems.base import OperatorData
 from problems.operator import OperatorProblem

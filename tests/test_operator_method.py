@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench.metrics import per_sample_rel_l2 as rel_l2
 from bench.registry import build_method, build_problem
+from core.metrics import per_sample_rel_l2 as rel_l2
 from methods.base import Budget
 from methods.operator import OperatorMethod, TorchOperatorPredictor
 from problems.base import Box, ConfigError, OperatorData

@@ -12,7 +12,8 @@ from bench.monitor import Monitor
 from bench.registry import build_method, build_problem
 from methods.base import Budget
 from methods.gaussians import build_pig_net
-from methods.taylor import Plan, jet_forward
+from methods.jets import Plan
+from methods.taylor import jet_forward
 from problems.base import Box, ConfigError, Fields
 
 BOX = Box({"x": (-1.0, 1.0), "y": (-2.0, 3.0), "t": (0.0, 0.5)})

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from bench.registry import build_method, build_problem
+from core.symbolic import encode_system, parses
 from methods.base import Budget
 from methods.prose import PROSE, ProsePredictor, _sympify
 from methods.prose_net import BOS, TokenEmbedding, numeric_features
 from problems.base import ConfigError
-from problems.symbolic import encode_system, parses
 
 TINY = dict(dim=32, heads=2, ffn=64, data_layers=1, text_layers=1, fusion_layers=1,
             data_dec_layers=1, text_dec_layers=1, symbol_latents=0)  # fmt: skip

@@ -1,4 +1,4 @@
-"""The symbolic layer (`problems/symbolic.py`): every problem's `symbolic()` against its own
+"""The symbolic layer (`core/symbolic.py`): every problem's `symbolic()` against its own
 `residual()`, the prefix encoding's round trip over every registered equation and random
 corruptions of them, its vocabulary, its errors on malformed tokens, and `corrupt()`."""
 
@@ -10,9 +10,7 @@ import sympy as sp
 import torch
 
 from bench.registry import build_problem, problems
-from methods.nets import build_net
-from problems.base import Fields
-from problems.symbolic import (
+from core.symbolic import (
     SEPARATOR,
     SymbolicError,
     corrupt,
@@ -25,6 +23,8 @@ from problems.symbolic import (
     variables,
     vocabulary,
 )
+from methods.nets import build_net
+from problems.base import Fields
 
 SYMBOLIC = sorted(n for n, cls in problems().items() if callable(getattr(cls, "symbolic", None)))
 

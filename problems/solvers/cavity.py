@@ -328,7 +328,7 @@ def _factor(jac: sp.spmatrix):
 
     It is nearly structurally symmetric with a dominant diagonal, so a symmetric minimum-degree
     ordering with diagonal pivots suits it: at n = 512 (Re = 1000) it has half the fill of
-    SuperLU's default (COLAMD with partial pivoting) and factors 3x faster.
+    SuperLU's default (COLAMD with partial pivoting) and factors faster (benchmarks/cavity.py).
     """
     return splu(
         jac.tocsc(),

@@ -14,10 +14,10 @@ linear part (broadcast against the batch: one symbol for all, or one per sample)
 every N(u) are truncated to the modes |m| < n / 3 (the 2/3 rule: the product of two truncated
 fields aliases only onto discarded modes, so quadratic terms are exact on the kept ones).
 
-numpy/scipy rather than torch. Measured at 1 thread (KS step, n = 512, float64): at batches of
-32-64 trajectories both cost ~15 us per trajectory and step; at 128-1000 trajectories or 1024
-points numpy's temporaries fall out of cache and torch's CPU FFT is 1.4-1.7x faster. The
-operator datasets therefore solve in batches of 64, where the simpler numpy code loses nothing.
+numpy/scipy rather than torch: at batches of a few dozen trajectories both cost about the same
+per trajectory and step; only at larger batches or grids, where numpy's temporaries fall out of
+cache, is torch's CPU FFT faster. The operator datasets therefore solve in batches of 64, where
+the simpler numpy code loses nothing (benchmarks/operator_data.py times generation).
 """
 
 from __future__ import annotations

@@ -28,9 +28,8 @@ advection N(w) = u . grad w explicitly:
 
 All three keep the steady states of the linear part exactly (the CN fixed point of a constant
 forcing is w* = f / (-L)), and on fields with N(w) = 0 all three reduce to CN, whose decay
-factor per step is (1 + dt L/2) / (1 - dt L/2). Measured at nu = 1e-3 on 64^2 from FNO GRF
-fields to t = 50: `heun` with dt = 1e-2 stays within 2e-5 (relative l2) of the converged
-solution, while `euler` with FNO's dt = 1e-4 is about 2e-4 away.
+factor per step is (1 + dt L/2) / (1 - dt L/2). `heun` at dt = 1e-2 stays closer to the
+converged solution than `euler` at FNO's dt = 1e-4 (benchmarks/ns_vorticity.py measures both).
 
 Verified in tests/test_ns_spectral.py: the exact laminar state f / (8 pi^2 nu) of the FNO
 forcing is steady and its spin-up from rest follows CN's discrete solution; Taylor–Green decay;

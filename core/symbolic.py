@@ -26,17 +26,37 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import Protocol
 
 import numpy as np
 import sympy as sp
 import torch
 from torch import Tensor
 
-from problems.base import Fields, Problem
+
+class Problem(Protocol):
+    """What the symbols of an equation come from (`problems.base.Problem` has it)."""
+
+    name: str
+    axes: tuple[str, ...]
+    fields: tuple[str, ...]
+
+
+class Fields(Protocol):
+    """Field values and derivatives at points (`problems.fields.Fields` is one)."""
+
+    points: Tensor
+    n: int
+
+    def __getitem__(self, name: str) -> Tensor: ...
+
+    def d(self, name: str, *axes: str) -> Tensor: ...
+
 
 __all__ = ["SEPARATOR", "SymbolicError", "corrupt", "decode", "decode_system", "derivative_names"]
 __all__ += ["encode", "encode_system", "evaluate", "num", "parses", "variables", "vocabulary"]
+__all__ += ["MAX_DIM", "T", "X", "evaluate_rhs", "lambdify_rhs", "parse_system"]
 
 SEPARATOR = "|"
 BINARY = ("add", "sub", "mul", "div", "pow")
@@ -454,3 +474,52 @@ def corrupt(
     if coef_noise > 0:
         out = [_noisy(e, coef_noise, rng) for e in out]
     return out
+
+
+# -- ODE systems as equation strings (the family_data capability) ------------------------------
+T = sp.Symbol("t")
+X = sp.symbols("x0 x1 x2")
+MAX_DIM = 3  # states x0..x2
+
+
+def parse_system(equations: Sequence[str | sp.Expr], dim: int | None) -> tuple[list[sp.Expr], int]:
+    """Equations as sympy over `t, x0..x{d-1}` (strings parsed), checked for stray symbols."""
+    d = len(equations) if dim is None else dim
+    if not 1 <= d <= MAX_DIM or len(equations) != d:
+        raise ValueError(f"need 1..{MAX_DIM} equations for dimension {d}, got {len(equations)}")
+    names = {"t": T, **{str(s): s for s in X}}
+    exprs = [e if isinstance(e, sp.Basic) else sp.sympify(e, locals=names) for e in equations]
+    allowed = {T, *X[:d]}
+    for e in exprs:
+        stray = e.free_symbols - allowed
+        if stray:
+            raise ValueError(
+                f"equation {e} uses {sorted(map(str, stray))}; allowed: t, x0..x{d - 1}"
+            )
+    return exprs, d
+
+
+def lambdify_rhs(
+    equations: Sequence[str | sp.Expr], dim: int | None = None
+) -> Callable[[float, np.ndarray], list[float]]:
+    """`rhs(t, y)` for `integrate`, from equation strings (or sympy expressions) in
+    `t, x0..x{d-1}`; a ValueError when they do not parse or use other symbols."""
+    exprs, d = parse_system(equations, dim)
+    f = sp.lambdify((T, *X[:d]), exprs, modules="math")
+
+    def rhs(t: float, y: np.ndarray) -> list[float]:
+        return f(t, *y)
+
+    return rhs
+
+
+def evaluate_rhs(
+    equations: Sequence[str | sp.Expr], times: np.ndarray, states: np.ndarray
+) -> np.ndarray:
+    """The right-hand sides at `states` `[T, d]` and `times` `[T]`, vectorised: `[T, d]`."""
+    exprs, d = parse_system(equations, states.shape[-1])
+    f = sp.lambdify((T, *X[:d]), exprs, modules="numpy")
+    out = f(np.asarray(times, dtype=np.float64), *np.moveaxis(states, -1, 0))
+    return np.stack(
+        [np.broadcast_to(np.asarray(o, dtype=np.float64), times.shape) for o in out], -1
+    )
