@@ -117,7 +117,8 @@ def execute(
         scorer = make_scorer(problem, method.needs_for(problem), budget_name, mode,
                              int(cfg.eval.residual_points), int(cfg.seed), device)  # fmt: skip
         title = f"{method_name} × {problem_name} (seed {cfg.seed}, {budget_name})"
-        monitor, predictor = _fit(method, problem, budget, scorer, tracker, title, mode, device)
+        monitor = Monitor(budget, scorer.curve_score, [lambda row: _log_row(tracker, row)])
+        predictor = _fit(method, problem, budget, monitor, title, mode, device)
         record["metrics"] = scorer.final(predictor) | _costs(monitor, predictor, device)
         record["stop_reason"] = monitor.stop_reason
         if monitor.diverged:
@@ -186,21 +187,16 @@ def _fit(
     method: Method,
     problem: Problem,
     budget: Budget,
-    scorer: Scorer,
-    tracker: Tracker,
+    monitor: Monitor,
     title: str,
     mode: str,
     device: torch.device,
-) -> tuple[Monitor, Any]:
-    """`method.fit` under the budget, evaluated on the scorer's curve; the monitor and the
-    predictor at the final iterate."""
+) -> Any:
+    """`method.fit` under the budget, reported to `monitor` (the caller keeps it, so that an
+    interrupted or failed fit is salvaged); the predictor at the final iterate."""
     with RunProgress(title, mode) as progress:
-        monitor = Monitor(
-            budget,
-            scorer.curve_score,
-            observers=[progress.on_eval, lambda row: _log_row(tracker, row)],
-            ticker=progress.on_step,
-        )
+        monitor.observers.insert(0, progress.on_eval)
+        monitor.ticker = progress.on_step
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         # torch's optimisers import torch._dynamo lazily at their first step (about a second);
@@ -211,7 +207,7 @@ def _fit(
         monitor.train_seconds = monitor.seconds
         monitor.predictor = predictor
         monitor.finish()
-    return monitor, predictor
+    return predictor
 
 
 def _costs(monitor: Monitor, predictor: Any, device: torch.device) -> dict[str, float]:

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from problems.base import ConfigError, Fields, Problem
+from problems.base import ConfigError, Problem
+from problems.fields import Fields
 
 __all__ = [
     "Budget",
-    "ConfigError",
     "FamilyPredictor",
     "Method",
     "OperatorPredictor",

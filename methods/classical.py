@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from methods.base import Budget, ConfigError, Method, OperatorPredictor, Report
-from problems.base import Problem
+from methods.base import Budget, Method, OperatorPredictor, Report
+from problems.base import ConfigError, Problem
 from problems.capabilities import OperatorDataSource, Solvable, capability, data_scale
 
 __all__ = ["Classical", "ClassicalPredictor"]

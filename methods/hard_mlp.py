@@ -39,7 +39,8 @@ from methods.base import Budget, Report, TorchPredictor
 from methods.least_squares import implicit_solution, lm_solve
 from methods.nets import build_net
 from methods.taylor import FieldsBuilder, Key, probe
-from problems.base import Box, ConfigError, Fields, FieldsError, Problem
+from problems.base import Box, ConfigError, Problem
+from problems.fields import Fields, FieldsError
 
 __all__ = [
     "BoxExperts",

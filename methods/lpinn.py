@@ -45,8 +45,9 @@ from methods.base import Budget, Method, Predictor, Report
 from methods.nets import ACTIVATIONS, MLP
 from methods.pinn import _bool, _choice
 from methods.train import StepTrainer, adam, train
-from problems.base import Characteristics, ConfigError, Fields, Problem, check_int, check_real
+from problems.base import Characteristics, ConfigError, Problem, check_int, check_real
 from problems.capabilities import CharacteristicsSource, capability
+from problems.fields import Fields
 
 __all__ = ["LPINN", "LPINNPredictor", "LagrangianNet", "Trainer"]
 

@@ -24,7 +24,8 @@ from methods.jets import supports_plain
 from methods.nets import ACTIVATIONS, NETS, OutputTransform, build_net, compile_transform
 from methods.taylor import BACKENDS, FieldsBuilder, probe
 from methods.train import StepTrainer, adam, train
-from problems.base import ConfigError, Fields, Problem
+from problems.base import ConfigError, Problem
+from problems.fields import Fields
 
 __all__ = ["PINN", "Trainer"]
 

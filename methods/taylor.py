@@ -26,7 +26,8 @@ from torch.autograd.function import once_differentiable
 from methods.gaussians import PIGNet
 from methods.jets import Key, Plan, jet_forward_plain, supports_plain, transform_jet
 from methods.nets import MLP, FourierFeatures, ModifiedMLP, Net, OutputTransform
-from problems.base import ConfigError, Fields
+from problems.base import ConfigError
+from problems.fields import Fields
 
 __all__ = [
     "BACKENDS",

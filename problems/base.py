@@ -25,15 +25,13 @@ import torch
 from torch import Tensor
 
 from core.cache import cache_dir, cached, content_key
-from problems.fields import Fields, FieldsError
+from problems.fields import Fields
 
 __all__ = [
     "Box",
     "Characteristics",
     "Condition",
     "ConfigError",
-    "Fields",
-    "FieldsError",
     "OperatorData",
     "Problem",
     "Reference",

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from problems.base import Box, Condition, ConfigError, Fields, Problem, Reference, check_int
+from problems.base import Box, Condition, ConfigError, Problem, Reference, check_int
+from problems.fields import Fields
 from problems.solvers.cole_hopf import NU_RAISSI, cole_hopf_hermite
 
 if TYPE_CHECKING:

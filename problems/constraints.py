@@ -20,7 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from problems.base import Box, Condition, Fields
+from problems.base import Box, Condition
+from problems.fields import Fields
 
 __all__ = ["SIDES", "periodic_conditions", "rectangle_trial", "sample_boundary", "substitute"]
 

@@ -27,7 +27,6 @@ from problems.base import (
     Characteristics,
     Condition,
     ConfigError,
-    Fields,
     Problem,
     Reference,
     check_int,
@@ -35,6 +34,7 @@ from problems.base import (
     grid_points,
 )
 from problems.constraints import periodic_conditions
+from problems.fields import Fields
 from problems.solvers.periodic_burgers import NU_MIN, cole_hopf_periodic
 
 __all__ = ["BurgersPeriodic", "Convection", "ConvectionDiffusion", "fourier_modes"]

@@ -22,7 +22,6 @@ from problems.base import (
     Box,
     Condition,
     ConfigError,
-    Fields,
     Problem,
     Reference,
     check_int,
@@ -30,6 +29,7 @@ from problems.base import (
     grid_points,
 )
 from problems.constraints import rectangle_trial, sample_boundary
+from problems.fields import Fields
 
 if TYPE_CHECKING:
     import sympy

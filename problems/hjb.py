@@ -28,16 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from problems.base import (
-    Box,
-    Condition,
-    ConfigError,
-    Fields,
-    Problem,
-    Reference,
-    check_int,
-    check_real,
-)
+from problems.base import Box, Condition, ConfigError, Problem, Reference, check_int, check_real
+from problems.fields import Fields
 from problems.solvers.hjb_quadrature import hjb_log_u
 
 __all__ = ["BlackScholesBarenblatt", "HJB", "HJBLin", "MAX_EVAL_ENTRIES", "X_SCALE"]

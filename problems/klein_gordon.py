@@ -18,17 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from problems.base import (
-    Box,
-    Condition,
-    Fields,
-    Problem,
-    Reference,
-    check_int,
-    check_real,
-    grid_points,
-)
+from problems.base import Box, Condition, Problem, Reference, check_int, check_real, grid_points
 from problems.constraints import sample_boundary
+from problems.fields import Fields
 
 if TYPE_CHECKING:
     import sympy

@@ -35,7 +35,6 @@ from problems.base import (
     Box,
     Condition,
     ConfigError,
-    Fields,
     Problem,
     Reference,
     check_int,
@@ -43,6 +42,7 @@ from problems.base import (
     grid_points,
 )
 from problems.constraints import periodic_conditions, rectangle_trial, sample_boundary
+from problems.fields import Fields
 
 __all__ = ["Cavity", "CavityRe1000", "Kovasznay", "TaylorGreen", "divergence"]
 

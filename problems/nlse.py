@@ -29,17 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from problems.base import (
-    Box,
-    Condition,
-    ConfigError,
-    Fields,
-    Problem,
-    Reference,
-    check_int,
-    check_real,
-)
-from problems.solvers.nlse_exact import akhmediev, collision_shifts, mi_growth_rate, sech, soliton
+from problems.base import Box, Condition, ConfigError, Problem, Reference, check_int, check_real
+from problems.fields import Fields
+from problems.solvers.nlse_exact import akhmediev, collision_shifts, sech, soliton
 from problems.solvers.nlse_spectral import energy, grid, mass, solve_nlse
 
 __all__ = [
@@ -49,10 +41,6 @@ __all__ = [
     "NLSERaissi",
     "NLSESoliton",
     "NLSETwoSoliton",
-    "akhmediev",
-    "collision_shifts",
-    "mi_growth_rate",
-    "soliton",
 ]
 
 TAIL = 1e-10  # largest relative soliton amplitude allowed at the boundary of a soliton box

@@ -28,8 +28,8 @@ import numpy as np
 
 from problems.base import Box, ConfigError, OperatorData, check_int, check_real
 from problems.capabilities import Progress
-from problems.nlse import akhmediev, soliton
 from problems.operator import OperatorProblem, check_sizes
+from problems.solvers.nlse_exact import akhmediev, soliton
 from problems.solvers.nlse_spectral import SPLIT_SCHEMES, grid, resample, split_step
 
 __all__ = ["NLSEOperator"]

@@ -36,7 +36,6 @@ from problems.base import (
     Box,
     Condition,
     ConfigError,
-    Fields,
     OperatorData,
     Problem,
     Reference,
@@ -46,6 +45,7 @@ from problems.base import (
 )
 from problems.capabilities import Progress, uniform_step
 from problems.constraints import periodic_conditions
+from problems.fields import Fields
 from problems.navier_stokes import divergence
 from problems.operator import (
     OperatorMixin,
@@ -57,7 +57,7 @@ from problems.operator import (
 from problems.solvers import ns_spectral as sp
 from problems.solvers.ns_spectral import resample
 
-__all__ = ["Kolmogorov", "NSVorticity", "VorticityFlow", "resample"]
+__all__ = ["Kolmogorov", "NSVorticity", "VorticityFlow"]
 
 # trajectories solved together when generating operator data: at 64^2 a batch of ~10 stays in
 # a CPU's cache (9 ms per trajectory and time unit on one thread, 18 ms in a batch of 80)

@@ -70,23 +70,14 @@ import torch
 from scipy.special import ellipk
 from torch import Tensor
 
-from problems.base import (
-    Box,
-    Condition,
-    ConfigError,
-    Fields,
-    Problem,
-    Reference,
-    check_int,
-    check_real,
-)
+from problems.base import Box, Condition, ConfigError, Problem, Reference, check_int, check_real
+from problems.fields import Fields
 from problems.solvers.ode import Rhs, integrate, self_convergence
 from problems.solvers.oscillator_exact import (
     AdlerReduction,
     adler_phase,
     adler_slip_period,
     duffing_cn,
-    slow_phase,
     vdp_duffing,
     vdp_duffing_limit_cycle,
 )
@@ -96,16 +87,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Adler",
-    "AdlerReduction",
     "AdlerSlip",
     "Duffing",
     "DuffingFree",
     "MemsSnic",
-    "adler_phase",
-    "adler_slip_period",
-    "duffing_cn",
-    "slow_phase",
-    "vdp_duffing_limit_cycle",
 ]
 
 RTOL = 1e-12  # DOP853 tolerance of every integrated reference

@@ -43,16 +43,8 @@ import torch
 from scipy.special import eval_legendre
 from torch import Tensor
 
-from problems.base import (
-    Box,
-    Condition,
-    ConfigError,
-    Fields,
-    Problem,
-    Reference,
-    check_int,
-    check_real,
-)
+from problems.base import Box, Condition, ConfigError, Problem, Reference, check_int, check_real
+from problems.fields import Fields
 from problems.solvers.accretion import MichelAccretion, bernoulli, mass_flux
 
 if TYPE_CHECKING:

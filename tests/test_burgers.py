@@ -12,7 +12,8 @@ import torch
 from scipy.optimize import minimize_scalar
 
 from bench.registry import build_problem
-from problems.base import ConfigError, Fields
+from problems.base import ConfigError
+from problems.fields import Fields
 from problems.solvers.cole_hopf import (
     NU_RAISSI,
     cole_hopf_hermite,

@@ -14,8 +14,9 @@ import torch
 from scipy.integrate import solve_ivp
 
 from bench.registry import build_problem
-from problems.base import ConfigError, Fields
+from problems.base import ConfigError
 from problems.convection import fourier_modes
+from problems.fields import Fields
 from problems.solvers.cole_hopf import cole_hopf_trapezoid
 from problems.solvers.periodic_burgers import (
     NU_MIN,

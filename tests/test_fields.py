@@ -13,7 +13,8 @@ from torch import nn
 from methods.jets import Plan
 from methods.nets import build_net
 from methods.taylor import FieldsBuilder, TaylorFields, probe, supports
-from problems.base import Box, ConfigError, Fields, FieldsError
+from problems.base import Box, ConfigError
+from problems.fields import Fields, FieldsError
 
 BOX = Box({"x": (-1.0, 1.0), "y": (0.0, 2.0), "t": (0.0, 0.5)})
 AXES = BOX.axes

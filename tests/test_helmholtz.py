@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from bench.registry import build_problem
-from problems.base import ConfigError, Fields
+from problems.base import ConfigError
+from problems.fields import Fields
 from problems.helmholtz import dirichlet_eigenvalue
 
 CASES = [

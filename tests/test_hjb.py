@@ -17,7 +17,8 @@ import torch
 from scipy import integrate, special, stats
 
 from bench.registry import build_problem
-from problems.base import ConfigError, Fields
+from problems.base import ConfigError
+from problems.fields import Fields
 from problems.hjb import MAX_EVAL_ENTRIES
 from problems.solvers.hjb_quadrature import hjb_log_u, hjb_log_u_torch, terminal_log
 

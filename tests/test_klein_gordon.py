@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from bench.registry import build_problem
-from problems.base import ConfigError, Fields
+from problems.base import ConfigError
+from problems.fields import Fields
 
 
 def fields_of(model, points: torch.Tensor) -> Fields:

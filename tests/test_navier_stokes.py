@@ -15,8 +15,9 @@ from bench.registry import build_problem
 from bench.scoring import score
 from methods.base import Predictor
 from methods.nets import OutputTransform, build_net
-from problems.base import ConfigError, Fields, Reference
+from problems.base import ConfigError, Reference
 from problems.constraints import rectangle_trial, sample_boundary
+from problems.fields import Fields
 
 
 class ExactPredictor(Predictor):

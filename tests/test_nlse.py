@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from bench.registry import build_problem
-from problems.base import ConfigError, Fields
-from problems.nlse import akhmediev, collision_shifts, mi_growth_rate, soliton
+from problems.base import ConfigError
+from problems.fields import Fields
+from problems.solvers.nlse_exact import akhmediev, collision_shifts, mi_growth_rate, soliton
 from problems.solvers.nlse_spectral import energy, grid, mass, solve_nlse, spectral_dx
 
 CASES = ["nlse", "nlse_soliton", "nlse_two_soliton", "nlse_breather", "nlse_mi"]

@@ -13,7 +13,7 @@ import pytest
 
 from bench.registry import build_problem
 from problems.base import ConfigError
-from problems.nlse import soliton
+from problems.solvers.nlse_exact import soliton
 from problems.solvers.nlse_spectral import (
     energy,
     grid,

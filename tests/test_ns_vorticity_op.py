@@ -14,8 +14,7 @@ import torch
 from bench.operator_eval import grid_residual_rms
 from bench.registry import build_problem
 from problems.base import ConfigError
-from problems.ns_vorticity import resample
-from problems.solvers.ns_spectral import fno_forcing
+from problems.solvers.ns_spectral import fno_forcing, resample
 from problems.solvers.ns_spectral import grid as sp_grid
 
 SMALL = {  # few trajectories per split: tests stay fast

@@ -17,7 +17,7 @@ from bench import registry
 from core.symbolic import evaluate_rhs, lambdify_rhs
 from problems.base import ConfigError
 from problems.ode_family import SYSTEMS, ODEFamily, solve_equations
-from problems.oscillators import adler_phase
+from problems.solvers.oscillator_exact import adler_phase
 
 SIZES = {
     "smoke": {"train": 6, "val": 3, "test": 4, "test_systems": 2},

@@ -12,16 +12,17 @@ import torch
 from scipy.integrate import solve_ivp
 
 from bench.registry import build_problem
-from problems.base import ConfigError, Fields
-from problems.oscillators import (
-    MemsSnic,
+from problems.base import ConfigError
+from problems.fields import Fields
+from problems.oscillators import MemsSnic
+from problems.solvers.ode import integrate
+from problems.solvers.oscillator_exact import (
     adler_phase,
     adler_slip_period,
     duffing_cn,
     slow_phase,
     vdp_duffing_limit_cycle,
 )
-from problems.solvers.ode import integrate
 
 NAMES = ("duffing", "duffing_free", "adler", "adler_slip", "mems_snic")
 

@@ -14,7 +14,8 @@ from methods.base import Budget
 from methods.gaussians import build_pig_net
 from methods.jets import Plan
 from methods.taylor import jet_forward
-from problems.base import Box, ConfigError, Fields
+from problems.base import Box, ConfigError
+from problems.fields import Fields
 
 BOX = Box({"x": (-1.0, 1.0), "y": (-2.0, 3.0), "t": (0.0, 0.5)})
 PLAN = Plan((0, 1, 2), ((0, 0), (0, 1), (1, 1), (1, 2), (2, 2)))

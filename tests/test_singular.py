@@ -20,7 +20,8 @@ from scipy.special import hyp2f1
 
 from bench.registry import CONF_DIR, build_problem
 from methods.nets import OutputTransform
-from problems.base import ConfigError, Fields
+from problems.base import ConfigError
+from problems.fields import Fields
 from problems.solvers.accretion import MichelAccretion, bernoulli, mass_flux
 
 

@@ -24,7 +24,7 @@ from core.symbolic import (
     vocabulary,
 )
 from methods.nets import build_net
-from problems.base import Fields
+from problems.fields import Fields
 
 SYMBOLIC = sorted(n for n, cls in problems().items() if callable(getattr(cls, "symbolic", None)))
 
