@@ -253,11 +253,15 @@ def is_gated(row: Any) -> bool:
     return row.center * row.tolerance <= TRIVIAL_FRACTION * row.trivial
 
 
-def tolerance(values: np.ndarray, statistics: Sequence[float], center: float) -> float:
-    """The documented rule (module doc) from all runs' `values` and each variant's gate
-    statistic (the median over the gate seeds)."""
+def log10_sd(values: np.ndarray) -> float:
+    """The standard deviation of the runs' log10 values (0 for a single run)."""
     logs = np.log10(np.maximum(values, 1e-300))
-    sd = float(np.std(logs, ddof=1)) if len(logs) > 1 else 0.0
+    return float(np.std(logs, ddof=1)) if len(logs) > 1 else 0.0
+
+
+def tolerance(sd: float, statistics: Sequence[float], center: float) -> float:
+    """The documented rule (module doc) from the runs' `log10_sd` and each variant's gate
+    statistic (the median over the gate seeds)."""
     worst = max((s / center for s in statistics), default=1.0) if center > 0 else 1.0
     return max(MIN_TOLERANCE, 10 ** (Z * SD_OF_MEDIAN * sd), MARGIN * worst)
 
@@ -272,16 +276,16 @@ def new_baselines(runs: pd.DataFrame, gate: Gate) -> pd.DataFrame:
             float(np.median(g["value"]))
             for _, g in grp[grp["seed"].isin(gate.seeds_of((m, p)))].groupby("variant")
         ]
-        logs = np.log10(np.maximum(values, 1e-300))
+        sd = log10_sd(values)
         rows.append(
             {
                 "method": m,
                 "problem": p,
                 "metric": metric,
                 "center": center,
-                "log10_sd": float(np.std(logs, ddof=1)) if len(logs) > 1 else 0.0,
+                "log10_sd": sd,
                 "n": len(values),
-                "tolerance": tolerance(values, stats, center),
+                "tolerance": tolerance(sd, stats, center),
                 "trivial": float(np.median(grp["trivial"])),
             }
         )
@@ -410,7 +414,7 @@ def _section(overrides: Sequence[str], prefix: str) -> dict[str, Any]:
 
 
 def smoke_grid(gate: Gate, only: Sequence[Cell] = ()) -> tuple[list[Cell], list[str]]:
-    """Applicable registered cells (restricted to `only` when given), and errors about `only`.
+    """Every applicable registered cell, and errors about the cells of `only`.
     An accuracy cell is judged with its own `method.*`/`problem.*` overrides (e.g. hard_moe
     with `method.experts=[1]` on an ODE)."""
     from bench.registry import build_method, build_problem, methods, problems
@@ -432,7 +436,7 @@ def smoke_grid(gate: Gate, only: Sequence[Cell] = ()) -> tuple[list[Cell], list[
             errors.append(f"--only {m}/{p}: no such method or problem")
         elif (m, p) not in cells:
             errors.append(f"--only {m}/{p}: not applicable ({why(m, p)})")
-    return ([c for c in cells if c in only] if only else cells), errors
+    return cells, errors
 
 
 @dataclass(frozen=True)
@@ -686,10 +690,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise GateError(f"--variant {args.variant}: not one of {sorted(gate.variants)}")
         variant = gate.variants[args.variant]
         baselines = read_baselines(args.baselines)
-        full, errors = smoke_grid(gate, args.only)
+        everything, errors = smoke_grid(gate, args.only)
         if errors:
             raise GateError("; ".join(errors))
-        everything = smoke_grid(gate)[0] if only else full
+        full = [c for c in everything if c in only] if only else everything
         missing = sorted(set(gate.cells) - set(everything))
         if missing:
             raise GateError(f"{args.gate}: accuracy cell(s) {missing} not registered or applicable")

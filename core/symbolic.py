@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 
-class Problem(Protocol):
+class SymbolSource(Protocol):
     """What the symbols of an equation come from (`problems.base.Problem` has it)."""
 
     name: str
@@ -43,7 +43,7 @@ class Problem(Protocol):
     fields: tuple[str, ...]
 
 
-class Fields(Protocol):
+class FieldValues(Protocol):
     """Field values and derivatives at points (`problems.fields.Fields` is one)."""
 
     points: Tensor
@@ -89,7 +89,9 @@ def num(value: float) -> sp.Expr:
 
 
 # -- problem symbols and evaluation ------------------------------------------------------------
-def derivative_names(problem: Problem, max_order: int = MAX_ORDER) -> dict[str, tuple[str, ...]]:
+def derivative_names(
+    problem: SymbolSource, max_order: int = MAX_ORDER
+) -> dict[str, tuple[str, ...]]:
     """`{"u_xt": ("u", "x", "t"), ...}`: every derivative symbol of `problem` up to `max_order`,
     axes in the problem's axis order."""
     names = {}
@@ -100,7 +102,7 @@ def derivative_names(problem: Problem, max_order: int = MAX_ORDER) -> dict[str, 
     return names
 
 
-def variables(problem: Problem, max_order: int = MAX_ORDER) -> list[str]:
+def variables(problem: SymbolSource, max_order: int = MAX_ORDER) -> list[str]:
     """The symbol names `problem`'s equations may use: axes, fields, derivatives."""
     return [*problem.axes, *problem.fields, *derivative_names(problem, max_order)]
 
@@ -110,7 +112,7 @@ def _pow(base: Tensor | float, exponent: Tensor | float) -> Tensor | float:
     return base**exponent
 
 
-def evaluate(problem: Problem, exprs: Sequence[sp.Expr], f: Fields) -> Tensor:
+def evaluate(problem: SymbolSource, exprs: Sequence[sp.Expr], f: FieldValues) -> Tensor:
     """`exprs` (one per column) at the points of `f`, `[N, len(exprs)]`: axes from the points,
     fields from `f[name]`, derivative symbols from `f.d(field, *axes)`; via `sympy.lambdify`."""
     table = derivative_names(problem)

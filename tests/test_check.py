@@ -100,13 +100,14 @@ def test_malformed_gate_is_refused(tmp_path, changes, message):
 # -- the rules ----------------------------------------------------------------------------------
 def test_tolerance_rule():
     flat = np.full(10, 0.2)
-    assert check.tolerance(flat, [0.2, 0.2], 0.2) == check.MIN_TOLERANCE
+    assert check.tolerance(check.log10_sd(flat), [0.2, 0.2], 0.2) == check.MIN_TOLERANCE
     spread = 10 ** np.array([-1.1, -1.0, -0.9] * 4)
     sd = np.std(np.log10(spread), ddof=1)
     want = 10 ** (check.Z * check.SD_OF_MEDIAN * sd)
-    assert check.tolerance(spread, [0.1], 0.1) == pytest.approx(want)
+    assert check.log10_sd(spread) == pytest.approx(sd)
+    assert check.tolerance(sd, [0.1], 0.1) == pytest.approx(want)
     # never tighter than the worst variant's statistic, with the margin
-    assert check.tolerance(flat, [0.2, 0.5], 0.2) == pytest.approx(check.MARGIN * 2.5)
+    assert check.tolerance(0.0, [0.2, 0.5], 0.2) == pytest.approx(check.MARGIN * 2.5)
 
 
 def test_new_baselines_and_the_trivial_rule(gate):
