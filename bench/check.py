@@ -344,7 +344,8 @@ def compare(
     grid: Iterable[Cell] | None = None,
 ) -> list[Check]:
     """The verdicts of `results` (metrics.json records) against the baselines (module doc).
-    `grid`: the cells that should have run (a missing one is NOT RUN)."""
+    `grid`: the cells that should have run (default: the baselines' cells); a missing one is
+    NOT RUN."""
     checks: list[Check] = []
     by_cell: dict[Cell, list[Mapping[str, Any]]] = {}
     for r in results:
@@ -386,7 +387,8 @@ def compare(
             else:
                 better = stat < b.center / b.tolerance
                 checks.append(Check(name, b.metric, "better" if better else "pass", **common))
-    for cell in sorted(set(grid or ()) - set(by_cell)):
+    expected = set(rows) if grid is None else set(grid)
+    for cell in sorted(expected - set(by_cell)):
         checks.append(Check("/".join(cell), "-", "NOT RUN", note="no result"))
     return checks
 

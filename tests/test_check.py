@@ -199,6 +199,14 @@ def test_duplicate_and_missing_columns(tmp_path):
         check.read_baselines(tmp_path / "b.csv")
 
 
+def test_results_without_a_baselined_cell_fail(tmp_path, gate):
+    """Compared results (--results) that lack an accuracy cell with baselines: NOT RUN."""
+    res = tmp_path / "res"
+    plant(res, "pig", "heat", rel_l2=3.0)
+    checks = check.compare(check.read_results(res, gate), pd.DataFrame([base_row()]), gate)
+    assert [(c.cell, c.verdict) for c in checks if not c.ok] == [("pinn/burgers", "NOT RUN")]
+
+
 def test_baseline_for_a_cell_that_no_longer_exists(tmp_path, gate):
     rows = [base_row(), base_row(method="sindy", problem="lorenz")]
     path = write_baselines(tmp_path / "smoke.csv", rows)
