@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from bench.settings import validate
 from methods.base import Method
 from problems.base import ConfigError, Problem
 
@@ -106,16 +108,9 @@ def _lookup(table: dict[str, type[T]], kind: str, name: str) -> type[T]:
 
 
 def _construct(cls: type[T], kind: str, name: str, params: dict[str, Any]) -> T:
-    """Call `cls(**params)`, turning unknown or ill-typed keys into a ConfigError."""
-    sig = inspect.signature(cls.__init__)
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    known = [n for n in sig.parameters if n != "self"]
-    unknown = sorted(set(params) - set(known))
-    if unknown and not takes_any:
-        raise ConfigError(
-            f"unknown key(s) {[f'{kind}.{k}' for k in unknown]} for {kind} {name!r}; "
-            f"valid keys: {', '.join(known)}"
-        )
+    """Call `cls(**params)` once `bench.settings.validate` has checked the keys and types
+    against the signature; the class's own (range) checks are prefixed with its name."""
+    validate(cls, kind, name, params)
     try:
         return cls(**params)
     except ConfigError as e:
@@ -125,7 +120,13 @@ def _construct(cls: type[T], kind: str, name: str, params: dict[str, Any]) -> T:
 def _compose(group: str, name: str, overrides: dict[str, Any]) -> dict[str, Any]:
     path = CONF_DIR / group / f"{name}.yaml"
     base = OmegaConf.load(path) if path.exists() else OmegaConf.create({})
-    merged = OmegaConf.merge(base, OmegaConf.create(overrides))
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.create(overrides))
+    except OmegaConfBaseException as e:  # e.g. a list where the YAML has a mapping
+        keys = ", ".join(f"{group}.{k}" for k in overrides)
+        raise ConfigError(
+            f"{group} {name!r}: cannot merge {keys} into {path.name}: {str(e).splitlines()[0]}"
+        ) from None
     out = OmegaConf.to_container(merged, resolve=True)
     return dict(out or {})
 

@@ -238,6 +238,9 @@ class Method(ABC):
     needs: ClassVar[frozenset[str]] = frozenset({"residual"})
     default_dtype: ClassVar[torch.dtype] = torch.float64
     """The precision `dtype=auto` (the default) gives this method."""
+    fixed_keys: ClassVar[tuple[str, ...]] = ()
+    """Settings of a base class's constructor that this method sets itself: not its settings
+    (`bench.settings` refuses them as unknown keys)."""
     smoke: ClassVar[dict[str, Any]] = {}
     """Hyper-parameter overrides for the CI smoke grid (`bench-check`) only, e.g. a smaller
     model so that every cell runs in seconds; empty for most methods."""

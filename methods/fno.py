@@ -89,7 +89,6 @@ class FNO(OperatorMethod):
         proj: int = 128,
         **common: Any,
     ) -> None:
-        self.check_keys(("width", "modes", "layers", "proj"), common)
         defaults = dict(optimizer="adam", lr=1e-3, weight_decay=1e-4, lr_step=100, lr_gamma=0.5)
         super().__init__(**{**defaults, **common})
         self.width = check_int("method.width", width)

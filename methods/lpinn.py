@@ -35,7 +35,7 @@ path).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from methods.base import Budget, Method, Predictor, Report
 from methods.nets import ACTIVATIONS, MLP
-from methods.pinn import _bool, _choice
+from methods.pinn import _choice
 from methods.train import StepTrainer, adam, train
 from problems.base import Characteristics, ConfigError, Problem, check_int, check_real
 from problems.capabilities import CharacteristicsSource, capability
@@ -51,8 +51,6 @@ from problems.fields import Fields
 
 __all__ = ["LPINN", "LPINNPredictor", "LagrangianNet", "Trainer"]
 
-NORMS = ("l2", "mse")
-DIFFUSION = ("paper", "exact")
 LABEL_AXES = ("x0", "t")  # the Fields axes of the Lagrangian form
 OUTPUTS = ("D", "U")  # displacement X - x0, and the state
 
@@ -261,8 +259,8 @@ class LPINN(Method):
         gamma_x: float = 10.0,
         gamma_u: float = 1.0,
         gamma_ic: float = 1000.0,
-        norm: str = "l2",
-        diffusion: str = "paper",
+        norm: Literal["l2", "mse"] = "l2",
+        diffusion: Literal["paper", "exact"] = "paper",
         hard_ic: bool = True,
         x_scale: float = 1.0,
         n_x0: int = 64,
@@ -285,20 +283,19 @@ class LPINN(Method):
         self.gamma_x = check_real("method.gamma_x", gamma_x, minimum=0.0, strict=False)
         self.gamma_u = check_real("method.gamma_u", gamma_u, minimum=0.0, strict=False)
         self.gamma_ic = check_real("method.gamma_ic", gamma_ic, minimum=0.0, strict=False)
-        self.norm = _choice("norm", norm, NORMS)
-        self.diffusion = _choice("diffusion", diffusion, DIFFUSION)
-        self.hard_ic = _bool("hard_ic", hard_ic)
+        self.norm, self.diffusion = norm, diffusion
+        self.hard_ic = hard_ic
         self.x_scale = check_real("method.x_scale", x_scale, minimum=0.0)
         self.n_x0 = check_int("method.n_x0", n_x0)
         self.n_t = check_int("method.n_t", n_t, minimum=2)
         self.lr = check_real("method.lr", lr, minimum=0.0)
-        self.amsgrad = _bool("amsgrad", amsgrad)
+        self.amsgrad = amsgrad
         self.decay_rate = check_real("method.decay_rate", decay_rate, minimum=0.0)
         if self.decay_rate > 1.0:
             raise ConfigError(f"method.decay_rate must be in (0, 1], got {decay_rate!r}")
         self.decay_steps = check_int("method.decay_steps", decay_steps)
         self.adam_steps = check_int("method.adam_steps", adam_steps, minimum=0)
-        self.lbfgs = _bool("lbfgs", lbfgs)
+        self.lbfgs = lbfgs
         self.lbfgs_history = check_int("method.lbfgs_history", lbfgs_history)
         self.lbfgs_max_eval = check_int("method.lbfgs_max_eval", lbfgs_max_eval, minimum=2)
 

@@ -14,7 +14,7 @@ import logging
 import math
 import numbers
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -55,13 +55,6 @@ def _choice(key: str, v: Any, options: tuple[str, ...]) -> str:
     if v not in options:
         raise ConfigError(f"method.{key} must be one of {list(options)}, got {v!r}")
     return str(v)
-
-
-def _bool(key: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        also = " or auto" if key == "compile" else ""
-        raise ConfigError(f"method.{key} must be true or false{also}, got {v!r}")
-    return v
 
 
 def _mapping(key: str, v: Any, check: Callable[[str, Any], Any]) -> dict[str, Any]:
@@ -144,7 +137,7 @@ class PINN(Method):
         n_points: Mapping[str, int] | None = None,
         resample_every: int = 0,
         lbfgs_resample_every: int = 0,
-        sampler: str = "uniform",
+        sampler: Literal["uniform", "rad"] = "uniform",
         rad_k: float = 1.0,
         rad_c: float = 1.0,
         rad_candidates: int = 10,
@@ -156,7 +149,7 @@ class PINN(Method):
         output_transform: Mapping[str, str] | None = None,
         sdgd_dims: int = 0,
         sdgd_variant: int = 2,
-        compile: bool | str = "auto",
+        compile: bool | Literal["auto"] = "auto",
     ) -> None:
         super().__init__()
         self.net = _choice("net", net, NETS)
@@ -170,7 +163,7 @@ class PINN(Method):
         self.decay_rate = _real("decay_rate", decay_rate, 0.0, 1.0)
         self.decay_steps = _int("decay_steps", decay_steps, 1)
         self.adam_steps = _int("adam_steps", adam_steps, 0)
-        self.lbfgs = _bool("lbfgs", lbfgs)
+        self.lbfgs = lbfgs
         self.lbfgs_history = _int("lbfgs_history", lbfgs_history, 1)
         self.lbfgs_max_eval = _int("lbfgs_max_eval", lbfgs_max_eval, 2)
         self.n_collocation = (
@@ -179,15 +172,15 @@ class PINN(Method):
         self.n_points = _mapping("n_points", n_points, lambda k, v: _int(k, v, 1))
         self.resample_every = _int("resample_every", resample_every, 0)
         self.lbfgs_resample_every = _int("lbfgs_resample_every", lbfgs_resample_every, 0)
-        self.sampler = _choice("sampler", sampler, ("uniform", "rad"))
+        self.sampler = sampler
         self.rad_k = _real("rad_k", rad_k, 0.0, lo_open=False)
         self.rad_c = _real("rad_c", rad_c, 0.0, lo_open=False)
         self.rad_candidates = _int("rad_candidates", rad_candidates, 1)
         self.weights = _mapping("weights", weights, lambda k, v: _real(k, v, 0.0, lo_open=False))
-        self.lra = _bool("lra", lra)
+        self.lra = lra
         self.lra_alpha = _real("lra_alpha", lra_alpha, 0.0, 1.0)
         self.lra_every = _int("lra_every", lra_every, 1)
-        self.hard_constraints = _bool("hard_constraints", hard_constraints)
+        self.hard_constraints = hard_constraints
         self.output_transform = _mapping(
             "output_transform",
             output_transform,
@@ -202,7 +195,7 @@ class PINN(Method):
                 "method.sdgd_dims > 0 makes the loss stochastic, which L-BFGS cannot use: "
                 "set method.lbfgs=false (and train with Adam for the whole budget)"
             )
-        self.compile = compile if compile == "auto" else _bool("compile", compile)
+        self.compile = compile
         if self.compile is True and (self.derivatives == "autograd" or self.sdgd_dims):
             raise ConfigError(
                 "method.compile needs the forward-mode derivative backend (torch.compile cannot "

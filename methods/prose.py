@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import sympy as sp
@@ -43,13 +43,21 @@ from core.symbolic import SymbolicError, decode_system, encode_system, parses, v
 from methods.base import Budget, FamilyPredictor, Method, Report
 from methods.operator import Selector
 from methods.prose_net import BOS, EOS, PAD, SPECIALS, UNK, ProseNet, Sizes, numeric_features
-from problems.base import ConfigError, Problem, check_bool, check_int, check_real
+from problems.base import ConfigError, Problem, check_int, check_real
 from problems.capabilities import FamilyDataSource, capability, data_scale
 
 __all__ = ["PROSE", "ProsePredictor"]
 
 VARIABLES = ("t", "x0", "x1", "x2")
 BUDGETS = ("smoke", "standard", "paper")
+SIZES = {  # model sizes per budget name (conf/method/prose.yaml's `sizes`)
+    "smoke": dict(dim=32, heads=2, ffn=64, data_layers=1, text_layers=0, fusion_layers=1,
+                  data_dec_layers=1, text_dec_layers=1, symbol_latents=8),
+    "standard": dict(dim=64, heads=4, ffn=128, data_layers=1, text_layers=0, fusion_layers=2,
+                     data_dec_layers=2, text_dec_layers=2, symbol_latents=4),
+    "paper": dict(dim=512, heads=8, ffn=2048, data_layers=2, text_layers=4, fusion_layers=8,
+                  data_dec_layers=8, text_dec_layers=8, symbol_latents=0),  # PROSE's
+}  # fmt: skip
 
 
 def _check_sizes(sizes: object) -> dict[str, Sizes]:
@@ -170,17 +178,12 @@ class PROSE(Method):
         precision: int = 2,
         max_exponent: int = 6,
         train_noise: float = 0.0,
-        select: str = "val",
+        select: Literal["val", "last"] = "val",
         val_every: int = 250,
         eval_batch: int = 64,
     ) -> None:
         super().__init__()
-        default = dict(dim=64, heads=4, ffn=128, data_layers=1, text_layers=1, fusion_layers=2,
-                       data_dec_layers=2, text_dec_layers=2, symbol_latents=0)  # fmt: skip
-        self.sizes = _check_sizes(sizes if sizes is not None else {b: default for b in BUDGETS})
-        flags = ("text_input", text_input), ("text_output", text_output)
-        for key, flag in (*flags, ("numeric_embedding", numeric_embedding)):
-            check_bool(f"method.{key}", flag)
+        self.sizes = _check_sizes(SIZES if sizes is None else sizes)
         self.text_input, self.text_output = text_input, text_output
         self.numeric_embedding = numeric_embedding
         self.data_weight = check_real("method.data_weight", data_weight, 0.0, strict=False)
@@ -196,8 +199,6 @@ class PROSE(Method):
         except SymbolicError as e:
             raise ConfigError(f"method.precision / method.max_exponent: {e}") from None
         self.train_noise = check_real("method.train_noise", train_noise, 0.0, strict=False)
-        if select not in ("val", "last"):
-            raise ConfigError(f"method.select must be one of ['val', 'last'], got {select!r}")
         self.select = select
         self.val_every = check_int("method.val_every", val_every)
         self.eval_batch = check_int("method.eval_batch", eval_batch)

@@ -35,7 +35,6 @@ __all__ = [
     "OperatorData",
     "Problem",
     "Reference",
-    "check_bool",
     "check_int",
     "check_real",
     "grid_points",
@@ -44,13 +43,6 @@ __all__ = [
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key and how to fix it."""
-
-
-def check_bool(key: str, value: object) -> bool:
-    """`value`, or a ConfigError naming `key` unless it is true or false."""
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-    return value
 
 
 def check_int(key: str, value: object, minimum: int = 1) -> int:

@@ -47,23 +47,22 @@ t = 0 (given, and inconsistent with the boundary values), `pde` in the interior 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from problems.base import Box, ConfigError, OperatorData, check_int, check_real
-from problems.capabilities import Progress, uniform_step
+from problems.capabilities import SCALES, Progress, uniform_step
 from problems.operator import OperatorProblem, check_sizes, time_derivative
 from problems.solvers.sorption_fv import Sorption, average_down, cell_centres, prolong, solve
 
 __all__ = ["DiffusionSorption", "check_resolution"]
 
 BATCH = 16  # trajectories per solver call (one progress tick each); larger batches share steps
-ICS = ("constant", "smooth")
 DEFAULT_DATA = {
-    "smoke": {"train": 16, "val": 4, "test": 4},
+    "smoke": {"train": 16, "val": 4, "test": 4, "grid": {"s": 64, "nt": 26}},
     "standard": {"train": 1000, "val": 100, "test": 200},
     "paper": {"train": 9000, "val": 500, "test": 1000},
 }
@@ -79,8 +78,8 @@ class DiffusionSorption(OperatorProblem):
         t_final: horizon; nt: frames, linspace(0, t_final, nt) (>= 3).
         n: solver cells; s: data cells (s divides n, s >= 4). rtol: the solver's tolerance.
         ic: "constant" (PDEBench) or "smooth"; u0_max: initial states lie in [0, u0_max].
-        smoke: {s, nt}, the data grid and frames of the smoke scale (the others use s, nt).
-        data: sizes per scale and split; data_seed: seeds the draws of every split.
+        data: sizes per scale and split, and a scale's own `grid: {s, nt}` where it differs
+            (the smoke scale's is coarser); data_seed: seeds the draws of every split.
     """
 
     name = "diffusion_sorption"
@@ -108,9 +107,8 @@ class DiffusionSorption(OperatorProblem):
         n: int = 1024,
         s: int = 256,
         rtol: float = 1e-6,
-        ic: str = "constant",
+        ic: Literal["constant", "smooth"] = "constant",
         u0_max: float = 0.2,
-        smoke: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
         data_seed: int = 0,
     ) -> None:
@@ -120,8 +118,6 @@ class DiffusionSorption(OperatorProblem):
             raise ConfigError(
                 f"the solver grid n = {n} must be a multiple of the data grid s = {s}"
             )
-        if ic not in ICS:
-            raise ConfigError(f"ic must be one of {list(ICS)}, got {ic!r}")
         phys = Sorption(
             D=check_real("D", D, minimum=0.0),
             phi=check_real("phi", phi, minimum=0.0, maximum=1.0),
@@ -143,10 +139,11 @@ class DiffusionSorption(OperatorProblem):
             rtol=check_real("rtol", rtol, minimum=0.0, maximum=1.0),
             ic=ic,
             u0_max=u0_max,
-            smoke=_check_smoke(SMOKE if smoke is None else smoke, n),
-            data=check_sizes(DEFAULT_DATA if data is None else data),
+            data=DEFAULT_DATA if data is None else data,
             data_seed=check_int("data_seed", data_seed, minimum=0),
         )
+        check_sizes(self.params["data"])
+        self._grids = {scale: _check_grid(scale, self.data_grid(scale), n) for scale in SCALES}
         self.phys, self.n, self.s, self.t_final = phys, n, s, self.params["t_final"]
         self.domain = Box({"x": (0.0, 1.0), "t": (0.0, self.t_final)})
 
@@ -179,8 +176,8 @@ class DiffusionSorption(OperatorProblem):
         return out
 
     def data_settings(self, scale: str) -> dict[str, Any]:
-        """The smoke scale's coarser data grid and frames (`smoke`); part of the cache key."""
-        return dict(self.params["smoke"]) if scale == "smoke" else {}
+        """A scale's own data grid and frames (`data.<scale>.grid`); part of the cache key."""
+        return dict(self._grids[scale])
 
     def generate(
         self, split: str, n: int, seed: int, progress: Progress | None = None, scale: str = ""
@@ -214,7 +211,7 @@ class DiffusionSorption(OperatorProblem):
         the start is moved to n cells (averages when n < s, a linear reconstruction when
         n > s), solved there, and the result averaged to (or reconstructed on) the s cells."""
         start = np.asarray(start, dtype=np.float64)
-        grids = (self.s, self.params["smoke"]["s"])
+        grids = (self.s, *(g["s"] for g in self._grids.values() if "s" in g))
         if start.ndim != 3 or start.shape[1] != 1 or start.shape[2] not in grids:
             raise ValueError(f"start must be [N, 1, s] with s in {grids}, got {start.shape}")
         s = start.shape[2]
@@ -307,17 +304,21 @@ class DiffusionSorption(OperatorProblem):
         return masks
 
 
-SMOKE = {"s": 64, "nt": 26}
-
-
-def _check_smoke(smoke: Any, n: int) -> dict[str, int]:
-    """The smoke scale's data grid {s, nt}: s divides the solver grid n, nt >= 3."""
-    if not isinstance(smoke, dict) or set(smoke) != {"s", "nt"}:
-        raise ConfigError(f"smoke must be {{s: cells, nt: frames}}, got {smoke!r}")
-    s = check_int("smoke.s", smoke["s"], minimum=4)
-    if n % s:
-        raise ConfigError(f"smoke.s = {s} must divide the solver grid n = {n}")
-    return {"s": s, "nt": check_int("smoke.nt", smoke["nt"], minimum=3)}
+def _check_grid(scale: str, grid: dict[str, Any], n: int) -> dict[str, int]:
+    """A scale's data grid {s, nt} (either may be left out): s divides the solver grid n,
+    nt >= 3."""
+    unknown = sorted(set(grid) - {"s", "nt"})
+    if unknown:
+        raise ConfigError(f"data.{scale}.grid: unknown key(s) {unknown}; use s, nt")
+    out = {}
+    if "s" in grid:
+        s = check_int(f"data.{scale}.grid.s", grid["s"], minimum=4)
+        if n % s:
+            raise ConfigError(f"data.{scale}.grid.s = {s} must divide the solver grid n = {n}")
+        out["s"] = s
+    if "nt" in grid:
+        out["nt"] = check_int(f"data.{scale}.grid.nt", grid["nt"], minimum=3)
+    return out
 
 
 def check_resolution(resolution: dict[str, Any], n: int, rtol: float, s: int) -> tuple[int, float]:

@@ -20,7 +20,6 @@ NLSE cases are `nlse*`).
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -105,8 +104,6 @@ class NLSEOperator(OperatorProblem):
         k_lo, k_hi = (check_int(f"solitons[{i}]", k) for i, k in enumerate(solitons))
         if k_lo > k_hi:
             raise ConfigError(f"solitons must have min <= max, got {solitons!r}")
-        if isinstance(data_seed, bool) or not isinstance(data_seed, numbers.Integral):
-            raise ConfigError(f"data_seed must be an integer, got {data_seed!r}")
         data = DEFAULT_DATA if data is None else data
         check_sizes(data)
         super().__init__(

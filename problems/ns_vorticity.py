@@ -24,7 +24,6 @@ on fresh points (`divergence_rms`).
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -43,7 +42,7 @@ from problems.base import (
     check_real,
     grid_points,
 )
-from problems.capabilities import Progress, uniform_step
+from problems.capabilities import SCALES, Progress, uniform_step
 from problems.constraints import periodic_conditions
 from problems.fields import Fields
 from problems.navier_stokes import divergence
@@ -63,7 +62,7 @@ __all__ = ["Kolmogorov", "NSVorticity", "VorticityFlow"]
 # a CPU's cache (9 ms per trajectory and time unit on one thread, 18 ms in a batch of 80)
 GEN_BATCH = {"cpu": 10, "cuda": 1000}
 DEFAULT_DATA = {
-    "smoke": {"train": 8, "val": 2, "test": 2},
+    "smoke": {"train": 8, "val": 2, "test": 2, "grid": {"s": 32, "t_final": 12.0, "frames": 12}},
     "standard": {"train": 80, "val": 10, "test": 10},
     "paper": {"train": 1000, "val": 100, "test": 200},
 }
@@ -104,8 +103,6 @@ class VorticityFlow(Problem):
         nu = check_real("nu", nu, minimum=0.0)
         t_final = check_real("t_final", t_final, minimum=0.0)
         dt = check_real("dt", dt, minimum=0.0)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise ConfigError(f"seed must be an integer, got {seed!r}")
         s = check_int("s", s, minimum=8)
         nt = check_int("nt", nt, minimum=2)
         steps = t_final / dt / (nt - 1)
@@ -218,9 +215,10 @@ class NSVorticity(OperatorMixin, VorticityFlow):
             recorded frames after t = 0 (times linspace(0, op_t_final, op_frames + 1)), solver
             step and scheme (`problems/solvers/ns_spectral.py`); they leave the single-instance
             reference alone.
-        op_smoke: `{s, t_final, frames}` replacing those settings at the `smoke` data scale.
         op_device: where the data is generated (`auto`: CUDA when available).
-        data: trajectories per scale and split; data_seed: the initial fields' draw.
+        data: trajectories per scale and split, and a scale's own `grid: {s, t_final, frames}`
+            where it differs from op_s, op_t_final, op_frames (the smoke scale's is smaller);
+            data_seed: the initial fields' draw.
     """
 
     name = "ns_vorticity"
@@ -245,7 +243,6 @@ class NSVorticity(OperatorMixin, VorticityFlow):
         op_frames: int = 50,
         op_dt: float = 0.02,
         op_scheme: str = "heun",
-        op_smoke: dict[str, Any] | None = None,
         op_device: str = "auto",
         data: dict[str, Any] | None = None,
         data_seed: int = 0,
@@ -255,8 +252,6 @@ class NSVorticity(OperatorMixin, VorticityFlow):
             raise ConfigError(f"op_scheme must be one of {list(sp.SCHEMES)}, got {op_scheme!r}")
         if op_device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"op_device must be auto, cpu or cuda, got {op_device!r}")
-        if isinstance(data_seed, bool) or not isinstance(data_seed, numbers.Integral):
-            raise ConfigError(f"data_seed must be an integer, got {data_seed!r}")
         ops = dict(
             op_s=check_int("op_s", op_s, minimum=8),
             op_t_final=check_real("op_t_final", op_t_final, minimum=0.0),
@@ -264,15 +259,11 @@ class NSVorticity(OperatorMixin, VorticityFlow):
             op_dt=check_real("op_dt", op_dt, minimum=0.0),
             op_scheme=op_scheme,
         )
-        smoke = dict(op_smoke or {})
-        unknown = sorted(set(smoke) - {"s", "t_final", "frames"})
-        if unknown:
-            raise ConfigError(f"op_smoke: unknown key(s) {unknown}; use s, t_final, frames")
-        self.params.update(ops, op_smoke=smoke, op_device=op_device, data_seed=int(data_seed))
+        self.params.update(ops, op_device=op_device, data_seed=int(data_seed))
         self.params["data"] = data if data is not None else DEFAULT_DATA
         check_sizes(self.params["data"])
-        for scale in ("standard", "smoke"):
-            self._settings(scale)  # validates both
+        for scale in sorted(SCALES, key=lambda s: s != "standard"):
+            self._settings(scale)  # validates op_* (at `standard`), then each scale's grid
 
     def _settings(self, scale: str) -> dict[str, Any]:
         """The trajectory settings (s, t_final, frames, dt, scheme) of a data scale."""
@@ -281,18 +272,23 @@ class NSVorticity(OperatorMixin, VorticityFlow):
             s=p["op_s"], t_final=p["op_t_final"], frames=p["op_frames"], dt=p["op_dt"],
             scheme=p["op_scheme"],
         )  # fmt: skip
-        if scale == "smoke":
-            out.update(p["op_smoke"])
-            out["s"] = check_int("op_smoke.s", out["s"], minimum=8)
-            out["t_final"] = check_real("op_smoke.t_final", out["t_final"], 0.0)
-            out["frames"] = check_int("op_smoke.frames", out["frames"], minimum=self.context)
-        key = "op_smoke" if scale == "smoke" and p["op_smoke"] else "op_t_final / op_frames"
+        grid = self.data_grid(scale)
+        key = f"data.{scale}.grid"
+        unknown = sorted(set(grid) - {"s", "t_final", "frames"})
+        if unknown:
+            raise ConfigError(f"{key}: unknown key(s) {unknown}; use s, t_final, frames")
+        out.update(grid)
+        out["s"] = check_int(f"{key}.s", out["s"], minimum=8)
+        out["t_final"] = check_real(f"{key}.t_final", out["t_final"], 0.0)
+        out["frames"] = check_int(f"{key}.frames", out["frames"], minimum=self.context)
+        key = key if grid else "op_t_final / op_frames"
         _check_steps(key, out["t_final"] / out["frames"], out["dt"])
         return out
 
     # -- operator data ------------------------------------------------------------------------
     def data_settings(self, scale: str) -> dict[str, Any]:
-        """The smoke scale has its own grid and horizon (`op_smoke`); part of the cache key."""
+        """A scale's trajectory settings (its own `data.<scale>.grid` where given); part of the
+        cache key."""
         return self._settings(scale)
 
     def draw_initial(self, n: int, s: int, seed: int) -> Tensor:
@@ -430,7 +426,7 @@ class NSVorticity(OperatorMixin, VorticityFlow):
             {"coarsen": 8 / 3, "dt": 5 * dt},
             {"coarsen": 4, "dt": 5 * dt},
         ]
-        gaps = [c["t_final"] / c["frames"] for c in map(self._settings, ("standard", "smoke"))]
+        gaps = [c["t_final"] / c["frames"] for c in map(self._settings, SCALES)]
         return [r for r in rungs if all(_divides(g, r.get("dt", dt)) for g in gaps)]
 
 

@@ -49,17 +49,23 @@ SPLIT_SEED = {"train": 0, "val": 1, "test": 2}  # independent draws: test never 
 
 
 def check_sizes(data: Mapping[str, Any]) -> dict[str, dict[str, int]]:
-    """The `data:` table of a problem YAML, validated: sizes per scale and split."""
+    """The `data:` table of a problem YAML, validated: sizes per scale and split.
+
+    A scale may also give `grid`: the generation settings that differ at that scale (e.g. a
+    coarser grid for `smoke`), which the problem reads with `data_grid(scale)` and checks."""
     out: dict[str, dict[str, int]] = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"data must map scales {list(SCALES)} to split sizes, got {data!r}")
     for scale in SCALES:
         sizes = data.get(scale)
-        if not isinstance(sizes, Mapping) or set(sizes) != set(SPLITS):
+        if not isinstance(sizes, Mapping) or set(sizes) - {"grid"} != set(SPLITS):
             raise ConfigError(
-                f"data.{scale} must give sizes for exactly {list(SPLITS)}, got {sizes!r}"
+                f"data.{scale} must give sizes for exactly {list(SPLITS)} (and optionally "
+                f"`grid`, that scale's generation settings), got {sizes!r}"
             )
-        for split, n in sizes.items():
+        if not isinstance(sizes.get("grid", {}), Mapping):
+            raise ConfigError(f"data.{scale}.grid must be a mapping, got {sizes['grid']!r}")
+        for split, n in ((s, sizes[s]) for s in SPLITS):
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise ConfigError(f"data.{scale}.{split} must be a positive integer, got {n!r}")
         out[scale] = {s: int(sizes[s]) for s in SPLITS}
@@ -132,6 +138,11 @@ class OperatorMixin:
         """Generation settings that differ by scale (e.g. a coarser grid for `smoke`); part of
         the cache key. None by default: every scale differs only in its sizes."""
         return {}
+
+    def data_grid(self, scale: str) -> dict[str, Any]:
+        """The `grid` a scale's `data:` entry gives (unchecked: the problem checks its keys);
+        {} where it gives none."""
+        return dict(self.params["data"][scale].get("grid", {}))
 
     # The classical solver as a competitor (the `solve` capability), where a problem has one:
     #

@@ -242,11 +242,15 @@ def test_bad_resolution_is_rejected():
 
 def test_smoke_scale_has_its_own_coarser_grid_and_the_solver_follows_it(tmp_path, monkeypatch):
     monkeypatch.setenv("PHYSBENCH_CACHE", str(tmp_path))
-    p = build_problem("diffusion_sorption", smoke={"s": 32, "nt": 6}, n=64, s=64, t_final=50.0)
+    p = build_problem(
+        "diffusion_sorption", data={"smoke": {"grid": {"s": 32, "nt": 6}}}, n=64, s=64, t_final=50.0
+    )
     d = p.operator_data("test", "smoke")
     assert d.outputs.shape[1:] == (6, 1, 32) and len(d.grid[0]) == 32 and len(d.times) == 6
     again = p.solve(d.outputs[:, 0], d.inputs, d.times, {})
     np.testing.assert_allclose(again, d.outputs[:, 1:], rtol=0, atol=1e-5)
     assert p.data_key("test", 4, "smoke") != p.data_key("test", 4, "standard")
-    with pytest.raises(ConfigError, match="smoke.s = 48 must divide"):
-        build_problem("diffusion_sorption", smoke={"s": 48, "nt": 6}, n=64, s=64)
+    with pytest.raises(ConfigError, match=r"data.smoke.grid.s = 48 must divide"):
+        build_problem("diffusion_sorption", data={"smoke": {"grid": {"s": 48}}}, n=64, s=64)
+    with pytest.raises(ConfigError, match=r"data.paper.grid: unknown key\(s\) \['n'\]"):
+        build_problem("diffusion_sorption", data={"paper": {"grid": {"n": 48}}})

@@ -28,9 +28,8 @@ def tiny_sorption(**kw):
         s=16,
         nt=11,
         t_final=50.0,
-        data=TINY,
+        data={**TINY, "smoke": {**TINY["smoke"], "grid": {"s": 16, "nt": 11}}},
         ic="smooth",
-        smoke={"s": 16, "nt": 11},
         **kw,
     )
 
@@ -245,8 +244,8 @@ def test_cell_through_the_harness_reports_residuals_and_no_one_step(tmp_path, mo
     overrides += ["tracking.enabled=false", "method.width=6", "method.modes=4"]
     overrides += ["method.layers=1", "method.proj=8", "method.basis=4", "method.val_every=10"]
     overrides += ["problem.n=32", "problem.s=16", "problem.nt=11", "problem.t_final=50.0"]
-    overrides += ["problem.ic=smooth", "problem.smoke={s: 16, nt: 11}"]
-    overrides += ["+problem.data={smoke: {train: 8, val: 2, test: 2}, "]
+    overrides += ["problem.ic=smooth"]
+    overrides += ["+problem.data={smoke: {train: 8, val: 2, test: 2, grid: {s: 16, nt: 11}}, "]
     overrides[-1] += "standard: {train: 8, val: 2, test: 2}, paper: {train: 8, val: 2, test: 2}}"
     rec = run_cell("hard_moe", "diffusion_sorption", overrides=overrides, output_dir=tmp_path / "r")
     assert rec["status"] == "ok", rec.get("message")

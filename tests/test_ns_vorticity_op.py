@@ -59,7 +59,8 @@ def test_shell_fields_evolve_exactly_through_the_generation_path(monkeypatch):
     """Vorticity on the forcing's shell |m|^2 = 2 has u . grad w = 0, so from w0 on it
     w(t) = w* + (w0 - w*) exp(-8 pi^2 nu t) exactly, w* = f / (8 pi^2 nu) (also from w0 = 0)."""
     s, frames = 16, 50
-    p = build_problem("ns_vorticity", data=SMALL, op_smoke={"s": s, "t_final": 50.0, "frames": 50})
+    grid = {"s": s, "t_final": 50.0, "frames": 50}
+    p = build_problem("ns_vorticity", data={**SMALL, "smoke": {**SMALL["smoke"], "grid": grid}})
     x = torch.as_tensor(sp_grid(s))
     X, Y = torch.meshgrid(x, x, indexing="ij")
     shell = torch.stack(
@@ -150,8 +151,8 @@ def test_single_instance_task_and_kolmogorov_are_untouched():
         ({"op_scheme": "rk4"}, "op_scheme"),
         ({"op_frames": 5}, "op_frames"),
         ({"op_s": 4}, "op_s"),
-        ({"op_smoke": {"n": 3}}, "op_smoke"),
-        ({"op_smoke": {"frames": 7}}, "op_smoke.frames"),
+        ({"data": {"smoke": {"grid": {"n": 3}}}}, "data.smoke.grid"),
+        ({"data": {"paper": {"grid": {"frames": 7}}}}, "data.paper.grid.frames"),
         ({"op_device": "tpu"}, "op_device"),
         ({"data_seed": 1.5}, "data_seed"),
         ({"data": {"paper": {"train": -1}}}, "data.paper.train"),
@@ -169,7 +170,7 @@ def test_grid_residual_of_the_data_falls_at_second_order_in_the_frame_spacing():
     rms = []
     for frames in (12, 24, 48):
         settings = {"s": 32, "t_final": 12.0, "frames": frames}
-        p = build_problem("ns_vorticity", op_smoke=settings, op_dt=0.0125)
+        p = build_problem("ns_vorticity", data={"smoke": {"grid": settings}}, op_dt=0.0125)
         d = p.generate("test", 2, 5, scale="smoke")
         k = 2 * frames // 12
         # frames k - 2.. given, k.. scored: BDF2 throughout (its BDF1 start left out)
