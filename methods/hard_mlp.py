@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from methods.base import Budget, Report, TorchPredictor
 from methods.least_squares import implicit_solution, lm_solve
+from methods.minibatch import fit_minibatch
 from methods.nets import build_net
 from methods.taylor import FieldsBuilder, Key, probe
 from problems.base import Box, ConfigError, Problem
@@ -453,29 +454,33 @@ class HardPredictor(TorchPredictor):
 
 
 def fit_mlp(method: Any, problem: Problem, budget: Budget, report: Report) -> TorchPredictor:
-    """Train `hard_moe`'s MLP backbone on a single-instance problem (see the module doc)."""
+    """Train `hard_moe`'s MLP backbone on a single-instance problem (see the module doc). Every
+    step draws its own points, so the shared loop runs over one sample, in order; lr x lr_gamma
+    every lr_step x `LR_EVERY` steps."""
     tr = Trainer(method, problem, budget)
     opt = method.optimiser(list(tr.net.parameters()))  # method.optimizer: adam | adamw
     pred = HardPredictor(tr)
-    step = 0
-    while True:
-        lr = method.lr * method.lr_gamma ** (step // (method.lr_step * LR_EVERY))
-        for group in opt.param_groups:
-            group["lr"] = lr
+
+    def batch_loss(idx: Tensor) -> tuple[Tensor, dict[str, float]]:
         system = tr.system(tr.gen)
         sol = tr.solve(system)
         w = implicit_solution(system.residuals, sol.w, method.ridge, sol.hess)
         F = system.residuals(w)
-        loss = F.square().sum().div(system.rows_pde).sqrt()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if method.clip > 0:
-            nn.utils.clip_grad_norm_(tr.net.parameters(), method.clip)
-        opt.step()
-        pred.version += 1
-        step += 1
-        scalars = {"loss": float(loss.detach()), "lr": lr, "lm_iters": float(sol.iterations)}
-        scalars["lm_converged"] = sol.converged
+        pred.version += 1  # the optimiser step that follows changes the net
+        scalars = {"lm_iters": float(sol.iterations), "lm_converged": sol.converged}
         scalars.update({f"loss_{t}": v for t, v in zip(tr.names, system.term_rms(F))})
-        if report(step, evals=step, predictor=pred, **scalars):
-            return pred
+        return F.square().sum().div(system.rows_pde).sqrt(), scalars
+
+    fit_minibatch(
+        batch_loss,
+        n=1,
+        batch_size=1,
+        gen=None,
+        model=tr.net,
+        opt=opt,
+        schedule=method.schedule(opt, LR_EVERY),
+        report=report,
+        predictor=pred,
+        clip=method.clip,
+    )
+    return pred

@@ -59,6 +59,7 @@ from methods.least_squares import (
     lm_solve,
     residual_rms,
 )
+from methods.minibatch import fit_minibatch
 from methods.operator import OperatorMethod, Selector, StepModel
 from problems.base import ConfigError, OperatorData, Problem, check_int, check_real
 from problems.capabilities import data_scale, uniform_step
@@ -320,7 +321,6 @@ class HardMoE(OperatorMethod):
         context = int(getattr(problem, "context", 1))
         first, last = context - 1, t_len - 1 - horizon  # starts inside the evaluated frames
         b = min(self.batch_size, n)
-        per_epoch = math.ceil(n / b)
         gen = self.generator(11)
         points = self.points if self.points is not None else budget.points
         fraction = 1.0 if points is None else min(1.0, points / part.count())
@@ -330,39 +330,33 @@ class HardMoE(OperatorMethod):
             for k, v in problem.grid_masks(part.shape).items()
         }
         opt = self.optimiser(list(model.parameters()))
-        selector = Selector(self, pred, val, context, model)
-        step, stop = 0, False
-        while not stop:
-            perm = torch.randperm(n, generator=gen)
-            for i in range(0, n, b):
-                idx = perm[i : i + b].to(frames.device)
-                starts = torch.randint(first, last + 1, (len(idx),), generator=gen).to(
-                    frames.device
-                )
-                lr = self.lr * self.lr_gamma ** (step // per_epoch // self.lr_step)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                model.train()
-                sub = part.subsample(fraction, gen)
-                u, res, stats = self.shot(model, problem, sub, frames[idx, starts], inputs[idx], dt)
-                own = residual_rms(res, sub).mean()
-                if self.loss == "field":
-                    loss = field_loss(problem, u, inputs[idx], times, masks).mean()
-                else:
-                    loss = own
-                stats["constraint_residual"] = float(own.detach())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), self.clip)
-                opt.step()
-                step += 1
-                scalars = {"loss": float(loss.detach()), "lr": lr, **stats}
-                selector.after(step, scalars)
-                stop = report(step, evals=step, predictor=pred, **scalars)
-                if stop:
-                    break
-        selector.finish(step)
+
+        def batch_loss(idx: Tensor) -> tuple[Tensor, dict[str, float]]:
+            idx = idx.to(frames.device)
+            starts = torch.randint(first, last + 1, (len(idx),), generator=gen).to(frames.device)
+            sub = part.subsample(fraction, gen)
+            u, res, stats = self.shot(model, problem, sub, frames[idx, starts], inputs[idx], dt)
+            own = residual_rms(res, sub).mean()
+            if self.loss == "field":
+                loss = field_loss(problem, u, inputs[idx], times, masks).mean()
+            else:
+                loss = own
+            stats["constraint_residual"] = float(own.detach())
+            return loss, stats
+
+        fit_minibatch(
+            batch_loss,
+            n=n,
+            batch_size=b,
+            gen=gen,
+            model=model,
+            opt=opt,
+            schedule=self.schedule(opt, math.ceil(n / b)),
+            report=report,
+            predictor=pred,
+            clip=self.clip,
+            selector=Selector(self, pred, val, context, model),
+        )
         return pred
 
 

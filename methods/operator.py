@@ -15,10 +15,10 @@ grid, data)`: a module mapping `[B, in_channels, *grid]` to the next frame `[B, 
   each fed the net's own previous outputs, with gradients through the whole rollout. The loss
   is per-sample relative L2 (`rel_l2`) or relative MSE (`rel_mse`) over the rolled-out frames,
   in the data's own units, averaged over the batch.
-- One optimiser step is one `report` step. `val_rel_l2` (mean per-sample relative L2 of the
-  full rollout on the validation split, the test protocol) is computed every `val_every` steps
-  and at the end; `select: val` returns the weights with the best `val_rel_l2`, `select: last`
-  the last ones.
+- One optimiser step is one `report` step (the loop: `methods/minibatch.py`). `val_rel_l2`
+  (mean per-sample relative L2 of the full rollout on the validation split, the test protocol)
+  is computed every `val_every` steps and at the end; `select: val` returns the weights with
+  the best `val_rel_l2`, `select: last` the last ones.
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from core.metrics import per_sample_rel_l2
 from methods.base import Budget, Method, OperatorPredictor, Report
+from methods.minibatch import fit_minibatch
 from problems.base import ConfigError, OperatorData, Problem, check_int, check_real
 from problems.capabilities import data_scale
 
@@ -252,6 +254,12 @@ class OperatorMethod(Method):
         model = StepModel(net, history, state, extra, dim)
         return model.to(dtype=self.dtype, device=self.device), train, val
 
+    def schedule(self, opt: torch.optim.Optimizer, steps_per_epoch: int) -> LambdaLR:
+        """StepLR in epochs: lr x lr_gamma every `lr_step` epochs of `steps_per_epoch` steps
+        (lr_gamma raised to the power, not multiplied in step by step as `StepLR` does)."""
+        gamma, every = self.lr_gamma, self.lr_step
+        return LambdaLR(opt, lambda step: gamma ** (step // steps_per_epoch // every))
+
     def fit(self, problem: Problem, budget: Budget, report: Report) -> TorchOperatorPredictor:
         model, train, val = self.prepare(problem, budget)
         pred = TorchOperatorPredictor(model, self.eval_batch)
@@ -262,35 +270,29 @@ class OperatorMethod(Method):
         h = model.history
         r = min(self.rollout_train, t_len - h)
         b = min(self.batch_size, n)
-        per_epoch = math.ceil(n / b)
         gen = self.generator(7)
         opt = self.optimiser(list(model.parameters()))
         context = int(getattr(problem, "context", 1))
-        selector = Selector(self, pred, val, context, model)
-        step, stop = 0, False
-        while not stop:
-            perm = torch.randperm(n, generator=gen)
-            for i in range(0, n, b):
-                idx = perm[i : i + b]
-                starts = torch.randint(0, t_len - h - r + 1, (len(idx),), generator=gen)
-                times = starts[:, None] + torch.arange(h + r)
-                batch = frames[idx[:, None].to(frames.device), times.to(frames.device)]
-                lr = self.lr * self.lr_gamma ** (step // per_epoch // self.lr_step)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                model.train()
-                out = model.rollout(model.encode(batch[:, :h]), extra[idx.to(extra.device)], r)
-                loss = self.loss_of(model.decode(out), batch[:, h:])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                scalars = {"loss": float(loss.detach()), "lr": lr}
-                selector.after(step, scalars)
-                stop = report(step, evals=step, predictor=pred, **scalars)
-                if stop:
-                    break
-        selector.finish(step)
+
+        def batch_loss(idx: Tensor) -> tuple[Tensor, dict[str, float]]:
+            starts = torch.randint(0, t_len - h - r + 1, (len(idx),), generator=gen)
+            times = starts[:, None] + torch.arange(h + r)
+            batch = frames[idx[:, None].to(frames.device), times.to(frames.device)]
+            out = model.rollout(model.encode(batch[:, :h]), extra[idx.to(extra.device)], r)
+            return self.loss_of(model.decode(out), batch[:, h:]), {}
+
+        fit_minibatch(
+            batch_loss,
+            n=n,
+            batch_size=b,
+            gen=gen,
+            model=model,
+            opt=opt,
+            schedule=self.schedule(opt, math.ceil(n / b)),
+            report=report,
+            predictor=pred,
+            selector=Selector(self, pred, val, context, model),
+        )
         return pred
 
     def loss_of(self, pred: Tensor, true: Tensor) -> Tensor:

@@ -35,12 +35,14 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import sympy as sp
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
+from torch.optim.lr_scheduler import LambdaLR
 
 from core.metrics import per_sample_rel_l2
 from core.symbolic import SymbolicError, decode_system, encode_system, parses, vocabulary
 from methods.base import Budget, FamilyPredictor, Method, Report
+from methods.minibatch import fit_minibatch
 from methods.operator import Selector
 from methods.prose_net import BOS, EOS, PAD, SPECIALS, UNK, ProseNet, Sizes, numeric_features
 from problems.base import ConfigError, Problem, check_int, check_real
@@ -260,48 +262,50 @@ class PROSE(Method):
         selector = Selector(self, pred, val, length, net)  # type: ignore[arg-type]
 
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        warmup = self.warmup
+        schedule = LambdaLR(
+            opt, lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1)))
+        )
         gen = self.generator(11)
-        b = min(self.batch_size, n)
-        step, stop = 0, False
-        while not stop:
-            perm = torch.randperm(n, generator=gen).to(like.device)
-            for i in range(0, n - b + 1, b):
-                idx = perm[i : i + b]
-                lr = self.lr * min((step + 1) / self.warmup, math.sqrt(self.warmup / (step + 1)))
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                x = obs[idx]
-                if self.train_noise > 0:  # PROSE: additive, |noise| = train_noise |u| per sample
-                    z = torch.randn(x.shape, generator=gen).to(x) * mask[idx][:, None]
-                    ratio = x.flatten(1).norm(dim=1) / z.flatten(1).norm(dim=1).clamp_min(1e-12)
-                    x = x + z * (self.train_noise * ratio)[:, None, None]
-                s = int(sym_len[idx].max())
-                net.train()
-                fused, pad, sc = net.encode(x, times[:length], mask[idx], sym_in[idx, :s])
-                y = net.decode_data(fused, pad, sc, mask[idx], times)
-                ref = values[idx]
-                err = (y - ref).square().sum((1, 2)) / ref.square().sum((1, 2)).clamp_min(1e-12)
-                loss_data = err.mean()
-                loss = self.data_weight * loss_data
-                scalars = {"loss_data": float(loss_data.detach()), "lr": lr}
-                if self.text_output:
-                    logits = net.text_logits(fused, pad, dec_in[idx, : s + 1])
-                    loss_text = F.cross_entropy(
-                        logits.flatten(0, 1), dec_tgt[idx, : s + 1].flatten(), ignore_index=PAD
-                    )
-                    loss = loss + loss_text
-                    scalars["loss_text"] = float(loss_text.detach())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-                opt.step()
-                step += 1
-                scalars["loss"] = float(loss.detach())
-                selector.after(step, scalars)
-                stop = report(step, evals=step, predictor=pred, **scalars)
-                if stop:
-                    break
-        selector.finish(step)
+
+        def batch_loss(idx: Tensor) -> tuple[Tensor, dict[str, float]]:
+            idx = idx.to(like.device)
+            x = obs[idx]
+            if self.train_noise > 0:  # PROSE: additive, |noise| = train_noise |u| per sample
+                z = torch.randn(x.shape, generator=gen).to(x) * mask[idx][:, None]
+                ratio = x.flatten(1).norm(dim=1) / z.flatten(1).norm(dim=1).clamp_min(1e-12)
+                x = x + z * (self.train_noise * ratio)[:, None, None]
+            s = int(sym_len[idx].max())
+            fused, pad, sc = net.encode(x, times[:length], mask[idx], sym_in[idx, :s])
+            y = net.decode_data(fused, pad, sc, mask[idx], times)
+            ref = values[idx]
+            err = (y - ref).square().sum((1, 2)) / ref.square().sum((1, 2)).clamp_min(1e-12)
+            loss_data = err.mean()
+            loss = self.data_weight * loss_data
+            scalars = {"loss_data": float(loss_data.detach())}
+            if self.text_output:
+                logits = net.text_logits(fused, pad, dec_in[idx, : s + 1])
+                loss_text = F.cross_entropy(
+                    logits.flatten(0, 1), dec_tgt[idx, : s + 1].flatten(), ignore_index=PAD
+                )
+                loss = loss + loss_text
+                scalars["loss_text"] = float(loss_text.detach())
+            return loss, scalars
+
+        fit_minibatch(
+            batch_loss,
+            n=n,
+            batch_size=min(self.batch_size, n),
+            gen=gen,
+            model=net,
+            opt=opt,
+            schedule=schedule,
+            report=report,
+            predictor=pred,
+            clip=1.0,
+            drop_last=True,
+            selector=selector,
+        )
         return pred
 
     def validate(self, pred: ProsePredictor, val: Any, length: int) -> float:
