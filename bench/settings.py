@@ -119,8 +119,31 @@ def validate(cls: type, kind: str, name: str, params: dict[str, Any]) -> None:
             f"valid keys: {', '.join(declared)}"
         )
     for key, value in params.items():
-        hint = declared[key].annotation
-        if not conforms(value, hint):
-            raise ConfigError(
-                f"{kind}.{key} must be {describe(hint)}, got {value!r} ({kind} {name!r})"
-            )
+        found = _mismatch(f"{kind}.{key}", value, declared[key].annotation)
+        if found:
+            where, hint, got = found
+            raise ConfigError(f"{where} must be {describe(hint)}, got {got!r} ({kind} {name!r})")
+
+
+def _mismatch(key: str, value: Any, hint: Any) -> tuple[str, Any, Any] | None:
+    """None if `value` fits `hint`, else the innermost (key, hint, value) that does not: an
+    entry of a mapping or list is named (`method.weights.ic`) where the container fits."""
+    if conforms(value, hint):
+        return None
+    arms = [a for a in typing.get_args(hint) if a is not type(None)]
+    inner = (
+        arms[0] if typing.get_origin(hint) in (Union, types.UnionType) and len(arms) == 1 else hint
+    )
+    origin, args = typing.get_origin(inner), typing.get_args(inner)
+    if origin in (dict, cabc.Mapping) and len(args) == 2 and isinstance(value, dict):
+        for k, v in value.items():
+            if conforms(k, args[0]):
+                found = _mismatch(f"{key}.{k}", v, args[1])
+                if found:
+                    return found
+    if origin in (list, cabc.Sequence) and args and isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found = _mismatch(f"{key}[{i}]", v, args[0])
+            if found:
+                return found
+    return key, hint, value

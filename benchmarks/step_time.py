@@ -4,8 +4,7 @@ One step is what `pinn` does per Adam iteration: forward pass with the residual'
 residual and condition losses, one backward pass, one Adam update. Configurations:
 
 * `deepxde`: DeepXDE's Burgers example (2540 domain + 80 boundary + 160 initial points,
-  3 hidden layers of 20 tanh units, Adam, soft constraints). DeepXDE 1.15 takes about 31 ms/step
-  on a 2-core CPU.
+  3 hidden layers of 20 tanh units, Adam, soft constraints).
 * `deepxde_trial`: the same with our default hard constraints (the trial function satisfies
   the initial and boundary conditions, so only the 2540 residual points are computed).
 * `large`: 8192 domain + 256 boundary + 256 initial points, 4 hidden layers of 64 units.

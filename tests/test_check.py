@@ -75,9 +75,7 @@ def test_the_committed_gate_loads_and_lists_applicable_cells():
     grid, errors = check.smoke_grid(gate)
     assert not errors and set(gate.cells) <= set(grid)
     methods = {m for m, _ in grid}
-    # every method has an accuracy cell but prose, which does not get to half of persistence's
-    # error in seconds (the README)
-    assert methods - {m for m, _ in gate.cells} == {"prose"}
+    assert methods == {m for m, _ in gate.cells}  # every method has an accuracy cell
     assert ("hard_moe", "legendre") in grid  # applicable only with its gate overrides
 
 

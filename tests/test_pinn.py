@@ -193,7 +193,7 @@ def test_output_transform_sees_the_problem_parameters(burgers):
     "transform,match",
     [
         ({"u": "(1 - x**2) * u +"}, r"output_transform\.u.*not a valid expression"),
-        ({"u": 3}, r"output_transform\.u must be an expression string"),
+        ({"u": 3}, r"method\.output_transform\.u must be a string, got 3"),
         ("u * x", r"output_transform must be a mapping"),
     ],
 )

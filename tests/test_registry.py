@@ -83,6 +83,8 @@ def test_yaml_values_are_the_constructor_defaults(kind):
         ("method", "fno", {"lr": True}, r"method\.lr must be a number, got True"),
         ("method", "dymixop", {"history": 1.5}, r"method\.history must be an integer or null"),
         ("method", "pinn", {"lbfgs": "yes"}, r"method\.lbfgs must be true or false"),
+        ("method", "pinn", {"weights": {"ic": "big"}}, r"method\.weights\.ic must be a number"),
+        ("problem", "ode_family", {"systems": ["lorenz", 3]}, r"problem\.systems\[1\] must be"),
         ("method", "prose", {"sizes": [1]}, r"cannot merge method\.sizes into prose\.yaml"),
         ("problem", "burgers", {"nu": "0.01"}, r"problem\.nu must be a number, got '0.01'"),
         ("problem", "ode_family", {"systems": "lorenz"}, r"problem\.systems"),

@@ -479,5 +479,5 @@ def test_reference_cached_and_callable(monkeypatch, tmp_path, name, n, k):
     ],
 )
 def test_bad_params_raise(name, key, value):
-    with pytest.raises(ConfigError, match=rf"(?<![\w.-]){re.escape(key)}\b"):
+    with pytest.raises(ConfigError, match=rf"(?<![\w.-])(problem\.)?{re.escape(key)}\b"):
         build_problem(name, **{key: value})
