@@ -45,7 +45,7 @@ from bench import report
 from bench.tracking import resolve_uri
 
 # Lower-is-better metrics that `report.runs_frame` reads from a store.
-METRICS = ("rel_l2", "pde_residual", "train_seconds", "data_seconds")
+METRICS = ("rel_l2", "pde_residual", "train_seconds", "compile_seconds", "data_seconds")
 METRICS += ("inference_seconds_per_sample",)
 BROKEN = ("diverged", "failed")  # statuses pooled as +inf
 TINY = 1e-300  # the floor for values <= 0, whose log would be -inf

@@ -62,6 +62,7 @@ class Monitor:
         self.stop_reason: str | None = None
         self.diverged = False
         self.eval_seconds = 0.0
+        self.excluded: dict[str, float] = {}  # one-off preparation the method declared
         self.train_seconds = 0.0  # `seconds` when fit returned (set by the harness)
         self._t0: float | None = None
         self._last_eval_step = -1
@@ -73,10 +74,11 @@ class Monitor:
 
     @property
     def seconds(self) -> float:
-        """Training seconds so far, excluding the harness's own evaluations."""
+        """Training seconds so far, excluding the harness's own evaluations and what the method
+        declared as preparation (`exclude`)."""
         if self._t0 is None:
             return 0.0
-        return time.perf_counter() - self._t0 - self.eval_seconds
+        return time.perf_counter() - self._t0 - self.eval_seconds - sum(self.excluded.values())
 
     # -- the Report protocol ----------------------------------------------------------------
     def __call__(
@@ -123,6 +125,11 @@ class Monitor:
 
     def evals_left(self) -> int | None:
         return None if self.budget.evals is None else max(self.budget.evals - self.evals, 0)
+
+    def exclude(self, name: str, seconds: float) -> None:
+        if self._t0 is None:
+            self.start()
+        self.excluded[name] = self.excluded.get(name, 0.0) + max(float(seconds), 0.0)
 
     def _cap_hit(self) -> str | None:
         b = self.budget

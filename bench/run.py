@@ -211,16 +211,18 @@ def _fit(
 
 
 def _costs(monitor: Monitor, predictor: Any, device: torch.device) -> dict[str, float]:
-    """What the run cost: training seconds (the harness's evaluations excluded), steps,
-    evaluations, parameters, memory."""
+    """What the run cost: training seconds (the harness's evaluations and the method's
+    compilation excluded), compilation seconds, steps, evaluations, parameters, memory."""
     out = {
         "train_seconds": monitor.train_seconds,
+        "compile_seconds": monitor.excluded.get("compile", 0.0),
         "steps": monitor.step,
         "evals": monitor.evals,
         "n_params": predictor.n_params(),
         "peak_rss_mb": peak_rss_mb(),
         "eval_seconds": monitor.eval_seconds,
     }
+    out.update({f"{k}_seconds": v for k, v in monitor.excluded.items()})
     if device.type == "cuda":
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out

@@ -89,6 +89,9 @@ class Report(Protocol):
     when the method must stop (a budget cap is hit). `evals` is the cumulative count of loss
     evaluations; `predictor` need only be passed once (the latest one is kept).
     `report.evals_left()` tells an optimiser with inner evaluations (L-BFGS) how many remain.
+    `report.exclude(name, seconds)` declares seconds of one-off preparation inside `fit` that
+    are not training (`compile`: `torch.compile`): they leave the training clock and its
+    `seconds` cap and are reported as the metric `<name>_seconds`, for every method alike.
     """
 
     def __call__(
@@ -101,6 +104,8 @@ class Report(Protocol):
     ) -> bool: ...
 
     def evals_left(self) -> int | None: ...
+
+    def exclude(self, name: str, seconds: float) -> None: ...
 
 
 class Predictor(ABC):

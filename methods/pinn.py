@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -342,6 +343,7 @@ class Trainer(StepTrainer):
         """The compiled loss, compiled now (forward and backward, on the training points), or
         None with a warning when compilation fails (no C++ compiler, an unsupported op)."""
         compiled = torch.compile(self._losses, dynamic=False)
+        t0 = time.perf_counter()
         try:
             total = sum(compiled(self.batch))
             torch.autograd.grad(total, self.params)
@@ -349,6 +351,8 @@ class Trainer(StepTrainer):
             log.warning("torch.compile of the loss failed (%s: %s); training eagerly",
                         type(e).__name__, str(e).splitlines()[0] if str(e) else "")  # fmt: skip
             return None
+        finally:
+            self.compile_seconds = time.perf_counter() - t0
         return compiled
 
     def _drop_satisfied(self) -> None:

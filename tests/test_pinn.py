@@ -4,6 +4,7 @@ hyper-parameters are validated, and learning-rate annealing moves the weights.""
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -320,3 +321,27 @@ def test_compile_auto_only_where_it_pays_off(burgers, monkeypatch, caplog):
         tr = build_method("pinn", **kw).trainer(burgers, long)
     assert tr._compiled is None and "training eagerly" in caplog.text
     tr.adam_step()  # the eager loss still trains
+
+
+def test_compilation_is_reported_and_not_charged_to_training(burgers, monkeypatch):
+    """The seconds `torch.compile` takes are `compile_seconds`, outside the training clock:
+    a compilation made 2 s slower leaves `train_seconds` as it was and shows in the metric."""
+    real = torch.compile
+
+    def slow(fn, **kw):
+        compiled = real(fn, **kw)
+
+        def run(*a, **k):
+            if not slow.done:
+                time.sleep(2.0)
+                slow.done = True
+            return compiled(*a, **k)
+
+        return run
+
+    slow.done = False
+    monkeypatch.setattr(torch, "compile", slow)
+    budget = Budget(steps=3, eval_every=3)
+    monitor, _ = _run(burgers, budget, compile=True, n_collocation=64)
+    assert monitor.excluded["compile"] >= 2.0
+    assert monitor.train_seconds < 2.0  # three small steps, the compilation left out
