@@ -4,10 +4,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# The CPU wheel keeps a fresh set-up small; set TORCH_SPEC=torch for your platform's default build.
+# TORCH_SPEC=torch takes the newest release.
 TORCH_SPEC ?= torch==2.13.0
-# Where torch comes from; e.g. https://download.pytorch.org/whl/cpu for the CPU build (CI).
-TORCH_INDEX ?=
+# Where torch comes from: PyPI (whose Linux wheels are the CUDA build) where `nvidia-smi -L` lists
+# a GPU, else the small CPU build. Set it for another build, e.g. one for an older NVIDIA driver:
+# `make setup TORCH_INDEX=https://download.pytorch.org/whl/cu<version>`.
+TORCH_INDEX ?= $(if $(shell nvidia-smi -L 2>/dev/null | grep '^GPU'),,https://download.pytorch.org/whl/cpu)
 CHECK_ARGS ?=
 STAMP  := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY ?= true

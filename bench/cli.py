@@ -45,8 +45,9 @@ def task(cfg: DictConfig) -> int:
     multirun = hc.mode == RunMode.MULTIRUN
     with open_dict(cfg):
         cfg.pop("hydra", None)
+    job = hc.job.num if multirun else None
     record = execute(
-        cfg, method, problem, hc.runtime.output_dir, choices.get("budget", "custom"), multirun
+        cfg, method, problem, hc.runtime.output_dir, choices.get("budget", "custom"), job
     )
     if record["status"] != "not_applicable":
         print_summary(record)

@@ -34,10 +34,13 @@ EXIT = {"ok": 0, "diverged": 0, "not_applicable": 0, "failed": 1, "killed": 130}
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "auto": None}
 
 
-def pick_device(name: str) -> torch.device:
-    """`auto` is CUDA when present, else CPU; anything else must be a valid torch device."""
+def pick_device(name: str, job: int | None = None) -> torch.device:
+    """`auto` is CUDA when present (for job `job` of a multirun, its GPU: `job_gpu`), else CPU;
+    anything else must be a valid torch device, and is used as given."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return job_gpu(job, torch.cuda.device_count())
     try:
         dev = torch.device(name)
     except (RuntimeError, TypeError):
@@ -49,10 +52,20 @@ def pick_device(name: str) -> torch.device:
     return dev
 
 
+def job_gpu(job: int | None, count: int) -> torch.device:
+    """The GPU of `device=auto` among `count` visible ones: job k of a multirun takes GPU
+    k mod count, so that the jobs a process launcher runs side by side spread over a node's
+    GPUs; a single run (`job` None), or any job on a one-GPU node, takes the current GPU."""
+    if job is None or count < 2:
+        return torch.device("cuda")
+    return torch.device("cuda", job % count)
+
+
 def validate(
-    cfg: DictConfig, budget_name: str = "custom"
+    cfg: DictConfig, budget_name: str = "custom", job: int | None = None
 ) -> tuple[torch.device, torch.dtype, Budget]:
-    """Reject nonsensical top-level values before anything is built, naming the key."""
+    """Reject nonsensical top-level values before anything is built, naming the key; the
+    device for job `job` of a multirun (None: a single run)."""
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
@@ -65,13 +78,24 @@ def validate(
         raise ConfigError(f"progress must be auto, bar, lines or off, got {cfg.get('progress')!r}")
     budget_cfg = OmegaConf.to_container(cfg.budget, resolve=True)
     budget = Budget.from_dict(dict(budget_cfg), name=budget_name)
-    return pick_device(str(cfg.device)), DTYPES[cfg.dtype], budget  # type: ignore[return-value]
+    return pick_device(str(cfg.device), job), DTYPES[cfg.dtype], budget  # type: ignore[return-value]
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002  (seeds legacy global-RNG users too)
     torch.manual_seed(seed)
+
+
+def precision() -> dict[str, Any]:
+    """torch's float32 settings in effect, which the run's dtype alone does not fix: with TF32
+    allowed, an Ampere or later GPU computes float32 matmuls (precision "high"; "medium" also
+    allows bfloat16) or cuDNN convolutions with a 10-bit mantissa."""
+    return {
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
 
 
 def peak_rss_mb() -> float:
@@ -85,9 +109,10 @@ def execute(
     problem_name: str,
     out_dir: Path,
     budget_name: str = "custom",
-    multirun: bool = False,
+    job: int | None = None,
 ) -> dict[str, Any]:
-    """Run one cell for a composed config (module doc); return (and write) its record."""
+    """Run one cell for a composed config (module doc); return (and write) its record. `job` is
+    the job's number in a multirun, None for a single run."""
     out_dir = Path(out_dir).resolve()
     record = _new_record(cfg, method_name, problem_name, budget_name, out_dir)
     tcfg = cfg.get("tracking", {})
@@ -97,8 +122,10 @@ def execute(
     monitor: Monitor | None = None
     scorer: Scorer | None = None
     try:
-        device, dtype, budget = validate(cfg, budget_name)
+        device, dtype, budget = validate(cfg, budget_name, job)
         record["device"] = str(device)
+        if device.type == "cuda" and device.index is not None:
+            torch.cuda.set_device(device)  # so that a plain "cuda" in the run means this GPU too
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
         seed_everything(int(cfg.seed))
@@ -113,7 +140,7 @@ def execute(
             console.print(f"not applicable: {reason}", markup=False)
             return record
         _start_tracking(tracker, record, cfg, out_dir)
-        mode = RunProgress.pick_mode(str(cfg.progress), multirun)
+        mode = RunProgress.pick_mode(str(cfg.progress), job is not None)
         scorer = make_scorer(problem, method.needs_for(problem), budget_name, mode,
                              int(cfg.eval.residual_points), int(cfg.seed), device)  # fmt: skip
         title = f"{method_name} × {problem_name} (seed {cfg.seed}, {budget_name})"
@@ -154,6 +181,7 @@ def _new_record(
         "metrics": {},
         "device": None,
         "dtype": cfg.get("dtype"),
+        "precision": precision(),
         "run_dir": str(out_dir),
         "mlflow_run_id": None,
         **git_info(),
@@ -171,6 +199,7 @@ def _start_tracking(
         "seed": str(cfg.seed),
         "device": str(record["device"]),
         "dtype": record["dtype"],
+        **{k: str(v).lower() for k, v in record["precision"].items()},
         "torch_version": torch.__version__,
         "cuda_version": str(torch.version.cuda),
         "run_dir": str(out_dir),

@@ -13,13 +13,16 @@ residual and condition losses, one backward pass, one Adam update. Configuration
     .venv/bin/python benchmarks/step_time.py --configs deepxde --threads 1 --plain
     .venv/bin/python benchmarks/step_time.py --configs deepxde --backends taylor compiled \
         --dtypes float32 --warmup 30     # torch.compile: the warm-up absorbs the compilation
+    .venv/bin/python benchmarks/step_time.py --device cuda --threads 1 --plain
 
 Each cell is measured in `--rounds` fresh processes (`--warmup` steps, then `--repeat / rounds`
 timed steps each) and shows the median over all timed steps and, in parentheses, the smallest
 per-round median. The two differ when the machine's speed drifts: on a shared 2-core VM a
 process can run 1.8x slower for minutes (whatever it computes). Run it on an otherwise idle
 machine: torch's OpenMP threads slow down by orders of magnitude when another process holds
-a core.
+a core. With `--device cuda`, the steps run on the GPU and each is timed between two
+`torch.cuda.synchronize()` calls (the compiled backend is `pinn`'s default `torch.compile`
+mode, without CUDA graphs, as in a run).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import time
 import torch
 
 from bench.registry import build_method, build_problem
+from bench.run import pick_device
+from problems.base import ConfigError
 
 CONFIGS = {
     "deepxde": dict(  # as DeepXDE runs it: soft constraints, three loss terms
@@ -76,27 +81,33 @@ def keep_freed_memory() -> bool:
     return all(libc.mallopt(opt, big) == 1 for opt in (-1, -2, -3))
 
 
-def trainer(config: str, backend: str, dtype: str):
-    """A `pinn` trainer on Burgers for one configuration, backend and precision; the backend
-    `compiled` is the forward-mode one under `torch.compile`."""
+def trainer(config: str, backend: str, dtype: str, device: torch.device):
+    """A `pinn` trainer on Burgers for one configuration, backend, precision and device; the
+    backend `compiled` is the forward-mode one under `torch.compile`."""
     cfg = {k: v for k, v in CONFIGS[config].items() if k != "label"}
     compiled = backend == "compiled"
     backend = "taylor" if compiled else backend
     method = build_method("pinn", derivatives=backend, lbfgs=False, compile=compiled, **cfg)
-    method.dtype = getattr(torch, dtype)
+    method.dtype, method.device = getattr(torch, dtype), device
     return method.trainer(build_problem("burgers"))
 
 
-def _cell(config: str, dtype: str, backend: str, threads: int, warmup: int, n: int) -> list:
-    """Seconds of `n` single steps after `warmup` steps, in this process."""
+def _cell(
+    config: str, dtype: str, backend: str, threads: int, warmup: int, n: int, device: torch.device
+) -> list:
+    """Seconds of `n` single steps after `warmup` steps, in this process; on a GPU, from the
+    moment all queued work is done until the step's own is."""
     torch.set_num_threads(threads)
-    tr = trainer(config, backend, dtype)
+    tr = trainer(config, backend, dtype, device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         tr.adam_step()
     times = []
     for _ in range(n):
+        sync()
         t0 = time.perf_counter()
         tr.adam_step()
+        sync()
         times.append(time.perf_counter() - t0)
     return times
 
@@ -116,6 +127,7 @@ def step_ms(config: str, combos: list, threads: int, args: argparse.Namespace) -
         for dt, be in combos:
             cmd = [sys.executable, __file__, "--cell", config, dt, be, str(threads)]
             cmd += ["--warmup", str(args.warmup), "--repeat", str(per_round)]
+            cmd += ["--device", args.device]
             if args.keep_freed_memory:
                 cmd.append("--keep-freed-memory")
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -146,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=80, help="timed steps per cell")
     ap.add_argument("--rounds", type=int, default=4, help="fresh processes per cell")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     ap.add_argument("--plain", action="store_true", help="a plain-text table instead of rich")
     ap.add_argument(
         "--keep-freed-memory",
@@ -154,13 +167,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--cell", nargs=4, help=argparse.SUPPRESS)  # config dtype backend threads
     args = ap.parse_args(argv)
+    try:
+        device = pick_device(args.device)
+    except ConfigError as e:  # not a device, or CUDA missing: one line, no traceback
+        sys.exit(f"step_time.py: {e}")
     kept = args.keep_freed_memory and keep_freed_memory()
     if args.cell:  # one measurement, in a child process
         config, dt, be, n = args.cell
-        print(json.dumps(_cell(config, dt, be, int(n), args.warmup, args.repeat)))
+        print(json.dumps(_cell(config, dt, be, int(n), args.warmup, args.repeat, device)))
         return
 
     default_threads = torch.get_num_threads()
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine()
+    )
     threads = args.threads or sorted({default_threads, 1}, reverse=True)
     rows = []
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
@@ -185,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     title = (
         f"pinn ms/step on Burgers: median of {args.repeat} steps (best round's median); "
         f"torch {torch.__version__}, "
-        f"{platform.processor() or platform.machine()}, {default_threads} default threads, "
+        f"{where}, {default_threads} default threads, "
         f"load average {load:.2f} at start{', glibc keeps freed memory' if kept else ''}"
     )
     if args.plain:

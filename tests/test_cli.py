@@ -70,6 +70,37 @@ def test_joblib_multirun_one_parent_two_children(tmp_path):
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
+def test_multirun_jobs_take_turns_over_the_gpus(tmp_path):
+    """device=auto on a (faked) two-GPU node: job k runs on cuda:{k % 2}. The fake (a
+    sitecustomize that every Python process of the run imports) makes CUDA look available, so
+    each job then fails at its first CUDA call, after recording its device."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import torch\n"
+        "torch.cuda.is_available = lambda: True\n"
+        "torch.cuda.device_count = lambda: 2\n"
+    )
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+    r = run_bench(
+        "-m",
+        "+method=pinn",
+        "+problem=burgers",
+        "seed=0,1,2",
+        *FAST,
+        "tracking.enabled=false",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+        env={"PYTHONPATH": path},
+    )
+    recs = [
+        json.loads((tmp_path / "sweep" / str(k) / "metrics.json").read_text()) for k in range(3)
+    ]
+    assert [(rec["seed"], rec["device"]) for rec in recs] == [
+        (0, "cuda:0"), (1, "cuda:1"), (2, "cuda:0"),
+    ], r.stdout + r.stderr  # fmt: skip
+
+
 def test_unknown_names_are_listed(tmp_path):
     r = run_bench("+method=nope", "+problem=burgers", cwd=tmp_path)
     assert r.returncode != 0

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench.registry import METHODS, register_method
-from bench.run import run_cell
+from bench.run import pick_device, run_cell
 from methods.base import Method, Predictor, TorchPredictor
 
 SMOKE = ["budget=smoke", "budget.steps=60", "budget.eval_every=20", "eval.figures=false"]
@@ -74,6 +74,16 @@ def test_ok_run_writes_everything(tmp_path, user_method):
     assert run.info.status == "FINISHED"
     assert run.data.tags["status"] == "ok" and run.data.tags["method"] == user_method
     assert run.data.params["budget.steps"] == "60"
+    # the float32 settings beside the dtype (TF32 changes float32 results on a GPU)
+    assert on_disk["precision"] == {
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+    assert run.data.tags["dtype"] == on_disk["dtype"] == "float64"
+    assert {k: run.data.tags[k] for k in on_disk["precision"]} == {
+        k: str(v).lower() for k, v in on_disk["precision"].items()
+    }
     assert run.data.metrics["rel_l2"] == pytest.approx(on_disk["metrics"]["rel_l2"])
     # artifacts sit beside the SQLite file, not somewhere MLflow guessed
     store_dir = Path(os.environ["MLFLOW_TRACKING_URI"][len("sqlite:///") :]).parent
@@ -131,6 +141,23 @@ def test_bad_config_fails_before_training(tmp_path, user_method, override, key):
     assert rec["message"].startswith("config error") and key in rec["message"]
     assert "steps" not in rec["metrics"]  # nothing was trained
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_auto_device_gives_each_multirun_job_its_own_gpu(monkeypatch):
+    """On a node with several GPUs, job k of a multirun takes GPU k mod count; a single run,
+    an explicit device and a CPU-only machine are left alone (CUDA faked: no GPU needed)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert [str(pick_device("auto", job)) for job in range(5)] == [
+        "cuda:0", "cuda:1", "cuda:2", "cuda:0", "cuda:1",
+    ]  # fmt: skip
+    assert str(pick_device("auto")) == "cuda"  # a single run: the current GPU
+    assert str(pick_device("cuda:2", job=4)) == "cuda:2"
+    assert str(pick_device("cpu", job=1)) == "cpu"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert str(pick_device("auto", job=4)) == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert str(pick_device("auto", job=4)) == "cpu"
 
 
 def test_only_a_non_finite_loss_is_a_divergence():
