@@ -103,8 +103,12 @@ class Monitor:
             self.stop_reason = "diverged"
             self.evaluate()
             return True
-        if self.step % self.budget.eval_every == 0 or not self.curve:
-            self.evaluate()  # on the schedule, and once at the start of the curve
+        every = self.budget.eval_every
+        if self.step // every > self._last_eval_step // every or not self.curve:
+            # on the schedule (the first report at or past each multiple of eval_every: an
+            # optimiser that reports in chunks of iterations may step over the multiple
+            # itself), and once at the start of the curve
+            self.evaluate()
         reason = self._cap_hit()
         if self.ticker is not None:
             self.ticker(self)

@@ -8,6 +8,7 @@ A method never sees reference values and never scores itself.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
@@ -249,6 +250,10 @@ class Method(ABC):
     smoke: ClassVar[dict[str, Any]] = {}
     """Hyper-parameter overrides for the CI smoke grid (`bench-check`) only, e.g. a smaller
     model so that every cell runs in seconds; empty for most methods."""
+    extra: ClassVar[tuple[str, str] | None] = None
+    """`(extra, package)` for a method that runs a package from an optional extra of
+    `pyproject.toml` (a peer's own code, `("compare", "deepxde")`): it imports the package
+    inside `fit` only, and `applicable` refuses every cell while the package is not installed."""
 
     def __init__(self) -> None:
         self.device = torch.device("cpu")
@@ -272,6 +277,10 @@ class Method(ABC):
             return (
                 f"method {self.name!r} needs {missing}, which problem {problem.name!r} "
                 f"does not provide (it has {sorted(problem.capabilities)})"
+            )
+        if self.extra is not None and importlib.util.find_spec(self.extra[1]) is None:
+            return (
+                f"method {self.name!r} needs the optional extra: pip install -e .[{self.extra[0]}]"
             )
         return None
 

@@ -63,6 +63,21 @@ def _stats(x: np.ndarray, axis: tuple[int, ...], kind: str) -> tuple[np.ndarray,
     return shift, scale
 
 
+def _cast(model: nn.Module, dtype: torch.dtype, device: torch.device | str) -> nn.Module:
+    """`model` on `device`, its real floating-point tensors in `dtype` and its complex ones in
+    the complex dtype of that precision. (`Module.to(dtype)` casts complex tensors to real,
+    dropping their imaginary parts; a library's net may keep complex weights, as neuralop's
+    FNO does.)"""
+    complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    model.to(device=device)
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.is_complex():
+            t.data = t.data.to(complex_dtype)
+        elif t.is_floating_point():
+            t.data = t.data.to(dtype)
+    return model
+
+
 class StepModel(nn.Module):
     """One autoregressive step in normalised units, with the normalisation as buffers.
 
@@ -252,7 +267,7 @@ class OperatorMethod(Method):
             torch.manual_seed(self.seed)
             net = self.build_net(c_in, c_out, dim, grid, train)
         model = StepModel(net, history, state, extra, dim)
-        return model.to(dtype=self.dtype, device=self.device), train, val
+        return _cast(model, self.dtype, self.device), train, val
 
     def schedule(self, opt: torch.optim.Optimizer, steps_per_epoch: int) -> LambdaLR:
         """StepLR in epochs: lr x lr_gamma every `lr_step` epochs of `steps_per_epoch` steps
@@ -336,7 +351,12 @@ class Selector:
     def _validate(self) -> float:
         v = self.method.validate(self.pred, self.val, self.context)
         if self.method.select == "val" and math.isfinite(v) and v < self.best[0]:
-            state = {k: t.detach().clone() for k, t in self.model.state_dict().items()}
+            # tensors only: a library's net may add other entries (neuralop: `_metadata`)
+            state = {
+                k: t.detach().clone()
+                for k, t in self.model.state_dict().items()
+                if isinstance(t, Tensor)
+            }
             self.best = (v, state)
         return v
 
