@@ -297,10 +297,14 @@ class PointSystem:
         rows = [_as_rows(r, len(b)).flatten() for r, b in zip(self._rows(w, False), self.blocks)]
         return self._pack(torch.cat(rows))[None]
 
-    def residuals_and_jacobian(self, w: Tensor) -> tuple[Tensor, Tensor]:
-        """(F [1, E, M], J = dF/dw [1, E, N, M]) with the basis detached. Rows are pointwise
-        in the terms, so one backward pass per residual column gives every dR/dterm, and
-        J = sum over terms of dR/dterm x (the term's basis functions)."""
+    def residuals_and_jacobian(
+        self, w: Tensor, active: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(F [1, E, M], J = dF/dw [1, E, N, M]) with the basis detached, or where `active`
+        [1, E] is given, F [K, M] and J [K, N, M] of its K experts (formed for every expert,
+        then selected; see `least_squares.Residuals`). Rows are pointwise in the terms, so
+        one backward pass per residual column gives every dR/dterm, and J = sum over terms
+        of dR/dterm x (the term's basis functions)."""
         fs, js = [], []
         for i in range(len(self.blocks)):
             if not self.affine[i]:
@@ -315,6 +319,8 @@ class PointSystem:
             js.append(j)
         F = self._pack(torch.cat(fs))[None]
         J = self._pack(torch.cat(js)).movedim(-1, 1)[None]
+        if active is not None:
+            return F[active], J[active]
         return F, J
 
     def _block_jacobian(self, i: int, w: Tensor) -> tuple[Tensor, Tensor]:

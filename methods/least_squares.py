@@ -41,11 +41,14 @@ __all__ = [
     "lm_solve",
     "normal_equations",
     "residual_rms",
+    "solve_spd",
     "terms_used",
 ]
 
-# F(w) -> (F [B, E, M], J [B, E, N, M]): residuals and their Jacobian (rows along the last axis)
-Residuals = Callable[[Tensor], tuple[Tensor, Tensor]]
+# F(w, active) -> (F, J): the residuals and their Jacobian (rows along the last axis) of the
+# problems where `active` [B, E] is True, F [K, M] and J [K, N, M] in row-major order, or of
+# every problem, F [B, E, M] and J [B, E, N, M], where `active` is None
+Residuals = Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]]
 
 
 @dataclass
@@ -61,13 +64,31 @@ class LMResult:
 def normal_equations(
     F: Tensor, J: Tensor, w: Tensor, ridge: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """(cost [B, E], gradient [B, E, N], Gauss–Newton matrix [B, E, N, N])."""
+    """(cost [...], gradient [..., N], Gauss–Newton matrix [..., N, N]) from F [..., M],
+    J [..., N, M] and w [..., N]."""
     n = w.shape[-1]
     eye = torch.eye(n, dtype=w.dtype, device=w.device)
     cost = 0.5 * (F.square().sum(-1) + ridge**2 * w.square().sum(-1))
-    grad = torch.einsum("benm,bem->ben", J, F) + ridge**2 * w
-    hess = torch.einsum("benm,bekm->benk", J, J) + ridge**2 * eye
+    grad = (J @ F[..., None])[..., 0] + ridge**2 * w
+    hess = J @ J.transpose(-1, -2) + ridge**2 * eye
     return cost, grad, hess
+
+
+def solve_spd(a: Tensor, b: Tensor) -> Tensor:
+    """x = a^-1 b for symmetric positive definite a [..., N, N] and b [..., N]: one batched
+    Cholesky factorisation, and LU for the matrices where it fails (not positive definite to
+    rounding), whose failed factors are replaced by the identity so that no NaN reaches
+    autograd. Differentiable in b."""
+    chol, info = torch.linalg.cholesky_ex(a)
+    bad = info != 0
+    failed = bool(bad.any())
+    if failed:
+        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        chol = torch.where(bad[..., None, None], eye, chol)
+    x = torch.cholesky_solve(b[..., None], chol)[..., 0]
+    if failed:
+        x = torch.where(bad[..., None], torch.linalg.solve(a, b), x)
+    return x
 
 
 def lm_solve(
@@ -82,41 +103,57 @@ def lm_solve(
     with Marquardt's diagonal scaling: step (H + lam diag(H)) d = -g, accepted when C falls
     (then lam / 3, else lam x 2). A problem has converged when an accepted step is below
     atol + rtol |w| and lowered C by at most atol^2 + rtol C (optimistix's Cauchy test), or
-    when a step that small was rejected (at the optimum, rounding rejects every step)."""
+    when a step that small was rejected (at the optimum, rounding rejects every step).
+
+    Each iteration solves for, and evaluates `residuals` (see `Residuals`) at the trial points
+    of, only the problems that have not converged: a converged problem is never touched
+    again. The damped matrices are solved by LU, not Cholesky: with lam down to 1e-12 they
+    can be too ill-conditioned for Cholesky to reproduce LU's iterates."""
     with torch.no_grad():
-        w = w0.clone()
-        F, J = residuals(w)
-        cost, grad, hess = normal_equations(F, J, w, ridge)
+        lead, n = w0.shape[:-1], w0.shape[-1]
+        w = w0.reshape(-1, n).clone()  # [P, N]: the problems in row-major order
+        F, J = residuals(w0, None)
+        cost, grad, hess = normal_equations(F.flatten(0, -2), J.flatten(0, -3), w, ridge)
         cost0 = float(cost.mean())
         lam = torch.full(cost.shape, 1e-3, dtype=w.dtype, device=w.device)
         done = torch.zeros(cost.shape, dtype=torch.bool, device=w.device)
-        eye = torch.eye(w.shape[-1], dtype=w.dtype, device=w.device)
+        eye = torch.eye(n, dtype=w.dtype, device=w.device)
         iterations = 0
         for _ in range(max_iter):
             iterations += 1
-            damped = hess + lam[..., None, None] * (
-                torch.diag_embed(hess.diagonal(0, -2, -1)) + 1e-12 * eye
+            rows = torch.nonzero(~done).flatten()  # [K]
+            h, g, c, wa, la = hess[rows], grad[rows], cost[rows], w[rows], lam[rows]
+            damped = h + la[:, None, None] * (torch.diag_embed(h.diagonal(0, -2, -1)) + 1e-12 * eye)
+            step = -torch.linalg.solve(damped, g)
+            trial = w.clone()
+            trial[rows] = wa + step
+            active = None if len(rows) == len(w) else ~done.reshape(lead)
+            F_new, J_new = residuals(trial.reshape(*lead, n), active)
+            cost_new, grad_new, hess_new = normal_equations(
+                F_new.flatten(0, -2), J_new.flatten(0, -3), wa + step, ridge
             )
-            step = -torch.linalg.solve(damped, grad)
-            step = torch.where(done[..., None], torch.zeros_like(step), step)
-            F_new, J_new = residuals(w + step)
-            cost_new, grad_new, hess_new = normal_equations(F_new, J_new, w + step, ridge)
-            ok = (cost_new <= cost) & torch.isfinite(cost_new) & ~done
-            small = step.norm(dim=-1) <= atol + rtol * w.norm(dim=-1)
-            settled = cost - cost_new <= atol * atol + rtol * cost
-            w = torch.where(ok[..., None], w + step, w)
-            F = torch.where(ok[..., None], F_new, F)
-            J = torch.where(ok[..., None, None], J_new, J)
-            cost = torch.where(ok, cost_new, cost)
-            grad = torch.where(ok[..., None], grad_new, grad)
-            hess = torch.where(ok[..., None, None], hess_new, hess)
-            lam = torch.where(ok, lam / 3, lam * 2).clamp(1e-12, 1e12)
+            ok = (cost_new <= c) & torch.isfinite(cost_new)
+            small = step.norm(dim=-1) <= atol + rtol * wa.norm(dim=-1)
+            settled = c - cost_new <= atol * atol + rtol * c
+            acc = rows[ok]
+            w[acc] = (wa + step)[ok]
+            cost[acc] = cost_new[ok]
+            grad[acc] = grad_new[ok]
+            hess[acc] = hess_new[ok]
+            lam[rows] = torch.where(ok, la / 3, la * 2).clamp(1e-12, 1e12)
             # done: an accepted step that was small and lowered C by little, or a rejected
             # step that was already small (no smaller step lowers C: the optimum, to rounding)
-            done = done | (ok & small & settled) | (~ok & small)
+            done[rows] = (ok & small & settled) | (~ok & small)
             if bool(done.all()):
                 break
-    return LMResult(w, hess, iterations, float(done.double().mean()), cost0, float(cost.mean()))
+    return LMResult(
+        w.reshape(*lead, n),
+        hess.reshape(*lead, n, n),
+        iterations,
+        float(done.double().mean()),
+        cost0,
+        float(cost.mean()),
+    )
 
 
 def implicit_solution(
@@ -125,12 +162,12 @@ def implicit_solution(
     """`w_star` (detached) with the implicit-function-theorem gradient attached: the value is
     exactly `w_star`; its derivative with respect to what `residuals(w) -> F [B, E, M]` depends
     on is -H^-1 dg/dtheta, g = J F + ridge^2 w the gradient of C, `hess` the H [B, E, N, N] at
-    `w_star` (detached)."""
+    `w_star` (detached; solved by Cholesky, `solve_spd`)."""
     w = w_star.detach().requires_grad_(True)
     F = residuals(w)
     cost = 0.5 * (F.square().sum() + ridge**2 * w.square().sum())
     (g,) = torch.autograd.grad(cost, w, create_graph=True)
-    correction = torch.linalg.solve(hess.detach(), (g - g.detach())[..., None])[..., 0]
+    correction = solve_spd(hess.detach(), g - g.detach())
     return w_star.detach() - correction
 
 
@@ -245,10 +282,11 @@ class ConstraintSystem:
         }  # [B, E, N, M]
         self.fixed = {r: {k: part.gather(v, r) for k, v in fixed.items()} for r in self.names}
         # the other residuals' terms, as broadcastable zeros (grid_residuals forms them all)
-        zero = b.new_zeros(1, 1, 1)
+        zero = b.new_zeros(())
         for r in self.names:
             self.fixed[r].update({k: zero for k in terms0 if k not in used[r]})
-        self.weight = {r: part.weight[r].to(b) for r in self.names}
+        self.weight = {r: part.weight[r].to(b).expand(bsz, -1, -1) for r in self.names}
+        self._picked: tuple[Tensor, dict] | None = None  # see _subset
 
     def _values(self, r: str, w: Tensor, detach: bool) -> dict[str, Tensor]:
         vals = {}
@@ -265,27 +303,64 @@ class ConstraintSystem:
             out.append(res * self.weight[r])
         return torch.cat(out, dim=-1)
 
-    def residuals_and_jacobian(self, w: Tensor) -> tuple[Tensor, Tensor]:
-        """(F [B, E, M], J = dF/dw [B, E, N, M]) with the basis detached. The residuals are
-        pointwise in the terms, so one backward pass of their sum gives every dR/dterm, and
-        J = sum over terms of dR/dterm x (the term's basis functions)."""
+    def residuals_and_jacobian(
+        self, w: Tensor, active: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(F, J = dF/dw) with the basis detached: F [B, E, M] and J [B, E, N, M], or where
+        `active` [B, E] is given, F [K, M] and J [K, N, M] of its K problems only (row-major;
+        see `Residuals`). The residuals are pointwise in the terms, so one backward pass of
+        their sum gives every dR/dterm, and J = sum over terms of dR/dterm x (the term's
+        basis functions)."""
+        if active is not None:
+            w = w[active]
         fs, js = [], []
         with torch.enable_grad():
-            for r in self.names:
+            for r, (t0, tb, fixed, weight) in self._subset(active).items():
                 vals = {
-                    k: v.detach().requires_grad_(k in self.tb[r])
-                    for k, v in self._values(r, w, True).items()
+                    k: (t0[k] + (w[..., None, :] @ tb[k])[..., 0, :]).requires_grad_(True)
+                    for k in tb
                 }
-                res = self.problem.grid_residuals(vals)[r]
-                leaves = [k for k in self.tb[r]]
-                grads = torch.autograd.grad(res.sum(), [vals[k] for k in leaves], allow_unused=True)
-                jac = torch.zeros_like(self.tb[r][leaves[0]].detach())
-                for k, g in zip(leaves, grads):
+                res = self.problem.grid_residuals({**vals, **fixed})[r]
+                grads = torch.autograd.grad(res.sum(), list(vals.values()), allow_unused=True)
+                jac = torch.zeros_like(next(iter(tb.values())))
+                for k, g in zip(tb, grads):
                     if g is not None:
-                        jac = jac + g[:, :, None, :] * self.tb[r][k].detach()
-                fs.append(res.detach() * self.weight[r])
-                js.append(jac * self.weight[r][:, None, :])
+                        jac.addcmul_((g * weight)[..., None, :], tb[k])
+                fs.append(res.detach() * weight)
+                js.append(jac)
         return torch.cat(fs, dim=-1), torch.cat(js, dim=-1)
+
+    def _subset(self, active: Tensor | None) -> dict[str, tuple[dict, dict, dict, Tensor]]:
+        """Per residual, (t0, tb, fixed, weight) with t0 and tb detached, of every problem (None)
+        or of the active ones, kept while LM passes the same `active`."""
+        if active is None:
+            return {
+                r: (
+                    {k: v.detach() for k, v in self.t0[r].items()},
+                    {k: v.detach() for k, v in self.tb[r].items()},
+                    self.fixed[r],
+                    self.weight[r],
+                )
+                for r in self.names
+            }
+        if self._picked is None or not torch.equal(self._picked[0], active):
+
+            def pick(x: Tensor) -> Tensor:  # x [B, E, ...] at the active problems; 0-d as is
+                return x if x.ndim == 0 else x[active]
+
+            self._picked = (
+                active.clone(),
+                {
+                    r: (
+                        {k: pick(v.detach()) for k, v in self.t0[r].items()},
+                        {k: pick(v.detach()) for k, v in self.tb[r].items()},
+                        {k: pick(v) for k, v in self.fixed[r].items()},
+                        pick(self.weight[r]),
+                    )
+                    for r in self.names
+                },
+            )
+        return self._picked[1]
 
     def assemble(self, w: Tensor, b: Tensor, u0: Tensor) -> Tensor:
         """The frames u [B, T, c, *grid]: u0 + sum_k w^e(point)_k b_k at each point."""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from methods.least_squares import Partition, implicit_solution, lm_solve
+from methods.least_squares import Partition, implicit_solution, lm_solve, solve_spd
 
 
 @pytest.fixture(autouse=True)
@@ -17,6 +17,17 @@ def _float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
+
+
+def _rows(fj):
+    """`fj(w) -> (F, J)` of every problem, as `lm_solve` calls it: with `active`, the rows of
+    the active problems only."""
+
+    def call(w, active):
+        F, J = fj(w)
+        return (F, J) if active is None else (F[active], J[active])
+
+    return call
 
 
 def _rosen_like(target: torch.Tensor):
@@ -42,7 +53,7 @@ def test_lm_finds_the_roots_of_every_problem_in_the_batch():
     gen = torch.Generator().manual_seed(0)
     target = torch.rand(3, 4, 2, generator=gen) + 0.5  # B = 3 samples, E = 4 experts
     _, fj = _rosen_like(target)
-    sol = lm_solve(fj, torch.ones(3, 4, 2), ridge=0.0, max_iter=100, rtol=1e-10, atol=1e-12)
+    sol = lm_solve(_rows(fj), torch.ones(3, 4, 2), ridge=0.0, max_iter=100, rtol=1e-10, atol=1e-12)
     assert sol.converged == 1.0
     want = torch.stack([target[..., 0].sqrt(), target[..., 1]], dim=-1)
     assert torch.allclose(sol.w, want, atol=1e-8)
@@ -60,7 +71,7 @@ def test_lm_stops_once_even_small_steps_are_rejected():
         return torch.einsum("beij,bej->bei", A, w) - b, -A.transpose(-1, -2)
 
     w0 = torch.randn(2, 3, 4, generator=gen)
-    sol = lm_solve(uphill, w0, ridge=0.0, max_iter=500, rtol=1e-6, atol=1e-6)
+    sol = lm_solve(_rows(uphill), w0, ridge=0.0, max_iter=500, rtol=1e-6, atol=1e-6)
     assert sol.converged == 1.0 and sol.iterations < 100, sol.iterations
     torch.testing.assert_close(sol.w, w0)  # every step was rejected
     assert sol.cost == pytest.approx(sol.cost0)
@@ -76,7 +87,7 @@ def test_lm_with_a_ridge_matches_the_closed_form_of_a_linear_problem():
         F = torch.einsum("bemn,ben->bem", A, w) - y
         return F, A.transpose(-1, -2)
 
-    sol = lm_solve(fj, torch.zeros(2, 3, 5), ridge=ridge, rtol=1e-12, atol=1e-12)
+    sol = lm_solve(_rows(fj), torch.zeros(2, 3, 5), ridge=ridge, rtol=1e-12, atol=1e-12)
     eye = torch.eye(5)
     want = torch.linalg.solve(
         A.transpose(-1, -2) @ A + ridge**2 * eye, (A.transpose(-1, -2) @ y[..., None])
@@ -103,7 +114,7 @@ def test_implicit_gradient_equals_the_gradient_of_the_closed_form_solution():
     # the LM solution, with the implicit gradient
     with torch.no_grad():
         sol = lm_solve(
-            lambda w: (F(w, theta), theta.transpose(-1, -2)),
+            _rows(lambda w: (F(w, theta), theta.transpose(-1, -2))),
             torch.zeros(2, 1, 4),
             ridge,
             rtol=1e-13,
@@ -120,11 +131,27 @@ def test_implicit_gradient_of_a_nonlinear_zero_residual_problem_matches_finite_d
     target = torch.tensor([[[2.0, 0.7]]], requires_grad=True)
     res, fj = _rosen_like(target)
     with torch.no_grad():
-        sol = lm_solve(fj, torch.ones(1, 1, 2), 0.0, rtol=1e-13, atol=1e-14)
+        sol = lm_solve(_rows(fj), torch.ones(1, 1, 2), 0.0, rtol=1e-13, atol=1e-14)
     w = implicit_solution(res, sol.w, 0.0, sol.hess)
     (g,) = torch.autograd.grad(w[..., 0].sum(), target)
     assert g[0, 0, 0].item() == pytest.approx(1 / (2 * 2.0**0.5), rel=1e-8)
     assert g[0, 0, 1].item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_solve_spd_falls_back_to_lu_where_cholesky_fails_with_the_same_solution():
+    """A batch holding an indefinite matrix (no Cholesky factor): it is solved by LU, the
+    positive definite ones by Cholesky, all to LU's answer, and no NaN reaches the gradient."""
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(4, 5, 5, generator=gen)
+    a = a @ a.transpose(-1, -2) + 0.1 * torch.eye(5)
+    a[2] = torch.diag(torch.tensor([2.0, -1.0, 3.0, 0.5, 1.0]))  # symmetric, indefinite
+    assert (torch.linalg.cholesky_ex(a).info != 0).tolist() == [False, False, True, False]
+    b = torch.randn(4, 5, generator=gen, requires_grad=True)
+    x = solve_spd(a, b)
+    torch.testing.assert_close(x, torch.linalg.solve(a, b), rtol=1e-10, atol=1e-12)
+    (g,) = torch.autograd.grad(x.sum(), b)
+    (g_ref,) = torch.autograd.grad(torch.linalg.solve(a, b).sum(), b)
+    torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
 
 
 def test_partition_blocks_cover_every_masked_point_once():
