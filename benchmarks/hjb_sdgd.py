@@ -7,8 +7,12 @@ them. Each configuration runs in a fresh process, so that its peak RSS is its ow
     .venv/bin/python benchmarks/hjb_sdgd.py                       # d = 100, 1000, 10000
     .venv/bin/python benchmarks/hjb_sdgd.py --dims 1000 --sdgd 0 16 --steps 5
 
-Columns: ms/step (median after one warm-up step), the peak RSS of the process, and how much the
-RSS grew while stepping (the training graph; the inputs and the net are allocated before).
+Columns: ms/step (median after one warm-up step), the peak RSS of the process, how much the
+RSS grew while stepping (the training graph; the inputs and the net are allocated before), and
+the step's floor: the first layer's three `[N, d] x [d, width]` products that any PINN step
+on d inputs does (the forward pass, the input gradient for |grad u|, the weight gradient), at
+the throughput of that product measured in the same process (the hidden layers, d-free, are
+left out), and the step time over it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,19 @@ import torch
 from bench.registry import build_method, build_problem
 
 
+def _floor_seconds(n: int, d: int, width: int) -> float:
+    """Seconds of three float64 `[n, d] x [d, width]` products at the rate measured now."""
+    a = torch.randn(n, d, dtype=torch.float64)
+    w = torch.randn(d, width, dtype=torch.float64)
+    a @ w
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ w
+        best = min(best, time.perf_counter() - t0)
+    return 3 * best
+
+
 def _cell(d: int, dims: int, args: argparse.Namespace) -> dict:
     if args.memory_limit_gb:  # fail cleanly (an allocation error) instead of swapping the box
         limit = int(args.memory_limit_gb * 2**30)
@@ -39,7 +56,7 @@ def _cell(d: int, dims: int, args: argparse.Namespace) -> dict:
         width=args.width,
         depth=args.depth,
         lbfgs=False,
-        derivatives="autograd",
+        derivatives=args.derivatives,
         resample_every=1,
         sdgd_dims=dims,
         sdgd_variant=args.variant,
@@ -55,6 +72,7 @@ def _cell(d: int, dims: int, args: argparse.Namespace) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "ms": 1e3 * statistics.median(times),
+        "floor_ms": 1e3 * _floor_seconds(args.points, d + 1, args.width),
         "peak_mb": peak / 2**20,
         "grew_mb": max(0, peak - rss0) / 2**20,
     }
@@ -65,6 +83,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dims", nargs="+", type=int, default=[100, 1000, 10000])
     ap.add_argument("--sdgd", nargs="+", type=int, default=[0, 16], help="B; 0 = full Laplacian")
     ap.add_argument("--variant", type=int, default=2)
+    ap.add_argument(
+        "--derivatives",
+        default="auto",
+        choices=["auto", "autograd"],
+        help="auto (pinn's default): the sampled Laplacian from one jet of the sampled axes; "
+        "autograd: one backward pass per sampled axis (the paper's)",
+    )
     ap.add_argument("--points", type=int, default=100, help="collocation points per step")
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--depth", type=int, default=4)
@@ -80,13 +105,25 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(
         f"pinn on hjb: {args.width}x{args.depth} tanh, {args.points} fresh points per step, "
-        f"SDGD variant {args.variant}; torch {torch.__version__}, "
+        f"SDGD variant {args.variant}, derivatives {args.derivatives}; torch {torch.__version__}, "
         f"{platform.processor() or platform.machine()}, {args.threads} threads"
     )
-    print(f"{'d':>6} {'B':>6} {'ms/step':>10} {'peak RSS MB':>12} {'grew MB':>9}")
+    print(
+        f"{'d':>6} {'B':>6} {'ms/step':>10} {'peak RSS MB':>12} {'grew MB':>9} "
+        f"{'floor ms':>9} {'x floor':>8}"
+    )
     passthrough = [
         f"--{k.replace('_', '-')}={getattr(args, k)}"
-        for k in ("variant", "points", "width", "depth", "steps", "threads", "memory_limit_gb")
+        for k in (
+            "variant",
+            "derivatives",
+            "points",
+            "width",
+            "depth",
+            "steps",
+            "threads",
+            "memory_limit_gb",
+        )
     ]
     for d in args.dims:
         for b in args.sdgd:
@@ -99,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
             r = json.loads(res.stdout.strip().splitlines()[-1])
             print(
                 f"{d:>6} {b or 'full':>6} {r['ms']:>10.1f} {r['peak_mb']:>12.0f} "
-                f"{r['grew_mb']:>9.0f}",
+                f"{r['grew_mb']:>9.0f} {r['floor_ms']:>9.1f} {r['ms'] / r['floor_ms']:>8.1f}",
                 flush=True,
             )
 

@@ -102,7 +102,10 @@ class PINN(Method):
             exp/log/sin/cos/tanh/sqrt/abs/pi (see `methods.nets.OutputTransform`). Hard
             constraints this way (the forward-mode backend pushes jets through them).
         sdgd_dims: SDGD (Hu et al. 2024): each step, the Laplacian of the PDE residual sums
-            over this many sampled dimensions, scaled by d / B (0: the full Laplacian).
+            over this many sampled dimensions, scaled by d / B (0: the full Laplacian). The
+            sampled second derivatives come from one jet of those dimensions where the net
+            supports jets (`derivatives` auto or taylor), else (`autograd`, the paper's way)
+            from one backward pass each; first derivatives from one backward pass.
         sdgd_variant: 1: the full residual, detached, times the gradient of the sampled one
             (unbiased); 2: two independent samples for the value and the gradient (unbiased,
             cheap); 3: the sampled residual squared (biased, cheapest; the paper's Sec. 5.1).
@@ -202,11 +205,6 @@ class PINN(Method):
                 "method.compile needs the forward-mode derivative backend (torch.compile cannot "
                 "differentiate twice): set method.derivatives=auto or taylor, and sdgd_dims=0"
             )
-        if self.sdgd_dims and self.derivatives == "taylor":
-            raise ConfigError(
-                "method.sdgd_dims samples second derivatives with autograd, as the paper does: "
-                "set method.derivatives=auto or autograd"
-            )
 
     def build_net(self, problem: Problem) -> nn.Module:
         """The (seeded) net `[N, d] -> [N, len(problem.fields)]`, before any trial function."""
@@ -303,15 +301,17 @@ class Trainer(StepTrainer):
             self._drop_satisfied()
         self.predictor = TorchPredictor(self.net, tuple(problem.axes), tuple(problem.fields))
         self.batch = self.sample()
-        backend = "autograd" if m.sdgd_dims else m.derivatives
+        backend = m.derivatives
         compile_ = m.compile is True or (
             m.compile == "auto"
             and long_run
             and backend != "autograd"
+            and not m.sdgd_dims
             and supports_plain(self.net)
             and not m.lra  # LRA differentiates the loss terms separately: eager is simpler
         )
-        if backend == "autograd":  # no plan to make: skip the probe (costly in high dimension)
+        if backend == "autograd" or m.sdgd_dims:  # no plan to make: skip the probe (costly in
+            # high dimension); SDGD's sampled Laplacian makes its own jets
             requested: list[set] = [set() for _ in self.residuals]
         else:
             requested = probe(self.net, problem.axes, problem.fields, self.residuals, self.batch)
@@ -420,10 +420,10 @@ class Trainer(StepTrainer):
         R_s is the residual on the Laplacian sampled in `f`; R_v is detached, and is either the
         full residual (variant 1) or the residual on an independent sample (variant 2)."""
         m, p = self.method, self.problem
-        dims = 0 if m.sdgd_variant == 1 else m.sdgd_dims
-        fv = Fields(
-            points, p.axes, p.fields, model=self.net, laplacian_dims=dims, generator=self.sdgd_gen
-        )
+        if m.sdgd_variant == 1:  # the full residual: every axis of the Laplacian
+            fv = Fields(points, p.axes, p.fields, model=self.net)
+        else:  # an independent sample, by the same backend as `f`
+            fv = self.fields([points])[0]
         r_v = p.residual(fv).detach()
         r_s = p.residual(f)
         return r_v.square().mean() + (2 * r_v * (r_s - r_s.detach())).mean()

@@ -32,6 +32,7 @@ from problems.fields import Fields
 __all__ = [
     "BACKENDS",
     "FieldsBuilder",
+    "SampledLaplacianFields",
     "TaylorFields",
     "jet_forward",
     "probe",
@@ -281,6 +282,10 @@ class TaylorFields(Fields):
         self._model = model
         self._fallback: Fields | None = None
 
+    def _gradient(self, name: str, axes: Sequence[str]) -> Tensor:
+        """The planned rows (or the autograd fallback), one per axis."""
+        return torch.stack([self.d(name, a) for a in axes], dim=1)
+
     def _derivative(self, key: Key) -> Tensor:
         if self._derivs is not None:
             row = self._plan.row(sorted(self._axis(a) for a in key[1:]))
@@ -292,6 +297,40 @@ class TaylorFields(Fields):
                 pts, self.axes, self.names, model=self._model, create_graph=self.create_graph
             )
         return self._fallback.d(*key)
+
+
+class SampledLaplacianFields(Fields):
+    """Autograd `Fields` whose (SDGD-sampled) Laplacian comes from one jet instead of one
+    backward pass per sampled axis.
+
+    A backward pass for u_ii computes the whole `[N, d]` gradient of u_i, through the first
+    layer's `[N, width] @ [width, d]`, to keep one column: B sampled axes cost B such passes
+    (and their double backward in training). The jet of the B sampled axes carries the first
+    layer's derivative rows as its weight columns `W[:, i]`, so in d dimensions it costs one
+    forward pass plus B + B rows through the hidden layers. First derivatives (the gradient
+    over all d axes at once, in one backward pass) stay autograd's.
+    """
+
+    def __init__(
+        self,
+        points: Tensor,
+        axes: Sequence[str],
+        names: Sequence[str],
+        model: nn.Module,
+        laplacian_dims: int,
+        generator: torch.Generator | None,
+    ) -> None:
+        super().__init__(
+            points, axes, names, model=model, laplacian_dims=laplacian_dims, generator=generator
+        )
+        self._net = model
+
+    def _diagonal(self, name: str, axes: Sequence[str]) -> list[Tensor]:
+        idx = sorted({self._axis(a) for a in axes})
+        plan = Plan(tuple(idx), tuple((i, i) for i in idx))
+        jet = jet_forward(self._net, self.points, plan)  # type: ignore[arg-type]  # [k, rows, N]
+        field = self._field(name)
+        return [jet[field, plan.row([i, i])] for i in (self._axis(a) for a in axes)]
 
 
 def probe(
@@ -321,7 +360,9 @@ class FieldsBuilder:
             supported) or `"auto"` (taylor when the net is supported and no block needs
             derivatives above order two, else autograd).
         requested: per block, the derivative keys its residual reads (see `probe`).
-        laplacian_dims, generator: SDGD's sampled Laplacian (autograd backend; see `Fields`).
+        laplacian_dims, generator: SDGD's sampled Laplacian (see `Fields`): from one jet of the
+            sampled axes where the net supports jets and the backend is not `autograd`
+            (`SampledLaplacianFields`), else one backward pass per sampled axis.
         plain: jets in plain operations (`jet_forward_plain`) where the net allows, for a loss
             that `torch.compile` will fuse.
     """
@@ -344,8 +385,6 @@ class FieldsBuilder:
                 "derivatives=taylor supports Net(MLP|ModifiedMLP, tanh|sin) only; "
                 "use derivatives=auto to fall back to autograd"
             )
-        if laplacian_dims and backend == "taylor":
-            raise ConfigError("sampled Laplacians (SDGD) need the autograd backend")
         self.model = model
         self.axes = tuple(axes)
         self.names = tuple(names)
@@ -357,15 +396,18 @@ class FieldsBuilder:
             backend == "auto" and supports(model) and max_order <= 2 and not laplacian_dims
         )
         self.backend = "taylor" if self.taylor else "autograd"
+        self.backend_asked = backend
         self.needs = [any(len(k) > 1 for k in r) for r in requested]
         self.plan = Plan.from_requested(set().union(*requested), self.axes)
         self.jet = jet_forward_plain if plain and supports_plain(model) else jet_forward
 
     def __call__(self, blocks: Sequence[Tensor]) -> list[Fields]:
         """One `Fields` per block of points, in the order of `requested`."""
-        if not self.taylor:
+        if not self.taylor or self.laplacian_dims:
+            jets = self.backend_asked != "autograd" and supports(self.model)
+            cls = SampledLaplacianFields if self.laplacian_dims and jets else Fields
             return [
-                Fields(
+                cls(
                     b,
                     self.axes,
                     self.names,

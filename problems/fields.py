@@ -127,7 +127,21 @@ class Fields:
     def grad(self, name: str, axes: Sequence[str] | None = None) -> Tensor:
         """Gradient of `name` over `axes` (default: all axes), shape `[N, len(axes)]`."""
         axes = self.axes if axes is None else tuple(axes)
-        return torch.stack([self.d(name, a) for a in axes], dim=1) if axes else self.points[:, :0]
+        if not axes:
+            return self.points[:, :0]
+        return self._gradient(name, axes)
+
+    def _gradient(self, name: str, axes: Sequence[str]) -> Tensor:
+        """`[N, len(axes)]` first derivatives. Autograd: the columns of the one backward pass,
+        taken at once (d single-column views would each cost an `[N, d]` zero-filled tensor
+        in the backward pass of training: O(d^2) in d dimensions)."""
+        self._field(name)
+        idx = [self._axis(a) for a in axes]
+        self.requested.update((name, a) for a in axes)
+        if name not in self._gradients:
+            self._gradients[name] = self._backward(self[name])
+        g = self._gradients[name]
+        return g if idx == list(range(len(self.axes))) else g[:, idx]
 
     def laplacian(
         self, name: str, axes: Sequence[str] | None = None, weights: Tensor | None = None
@@ -153,9 +167,16 @@ class Fields:
         if 0 < b < len(axes):
             picks = torch.randperm(len(axes), generator=self.generator)[:b].sort().values.tolist()
             scale = len(axes) / b
+        picks = list(picks)
+        second = self._diagonal(name, [axes[i] for i in picks])
         if weights is None:
-            return scale * sum(self.d(name, axes[i], axes[i]) for i in picks)
-        return scale * sum(weights[:, i] * self.d(name, axes[i], axes[i]) for i in picks)
+            return scale * sum(second)
+        return scale * sum(weights[:, i] * s for i, s in zip(picks, second))
+
+    def _diagonal(self, name: str, axes: Sequence[str]) -> list[Tensor]:
+        """The second derivatives of `name` along each of `axes`, `[N]` each (a backend may
+        compute them together)."""
+        return [self.d(name, a, a) for a in axes]
 
     def _derivative(self, key: tuple[str, ...]) -> Tensor:
         """Autograd backend: differentiate the cached lower-order derivative once more.

@@ -12,7 +12,9 @@ import torch
 from bench.monitor import Monitor
 from bench.registry import build_method, build_problem
 from methods.base import Budget
+from methods.taylor import SampledLaplacianFields
 from problems.base import Box, ConfigError, Problem
+from problems.fields import Fields
 
 # a small net on few points keeps each run to seconds on 2 cores
 SMALL = dict(width=16, depth=4, n_collocation=1000, n_points={"ic": 100, "bc": 100})
@@ -241,12 +243,16 @@ def _pde_gradient(trainer):
     return torch.cat([p.grad.reshape(-1) for p in trainer.params])
 
 
-@pytest.mark.parametrize("variant,unbiased", [(1, True), (2, True), (3, False)])
-def test_sdgd_gradient_is_unbiased_in_variants_1_and_2(variant, unbiased):
+@pytest.mark.parametrize(
+    "variant,unbiased,derivatives",
+    [(1, True, "autograd"), (2, True, "autograd"), (3, False, "autograd"), (2, True, "auto")],
+)
+def test_sdgd_gradient_is_unbiased_in_variants_1_and_2(variant, unbiased, derivatives):
     """Averaged over many draws, the SDGD gradient of the PDE loss equals the full-Laplacian
-    gradient for the two unbiased variants; the plain sampled loss (variant 3) misses it."""
+    gradient for the two unbiased variants, by autograd and by the sampled axes' jet; the
+    plain sampled loss (variant 3) misses it."""
     problem = _Poisson()
-    kw = dict(width=8, depth=2, lbfgs=False, derivatives="autograd")
+    kw = dict(width=8, depth=2, lbfgs=False, derivatives=derivatives)
     full = _pde_gradient(build_method("pinn", **kw).trainer(problem))
     tr = build_method("pinn", **kw, sdgd_dims=2, sdgd_variant=variant).trainer(problem)
     draws = torch.stack([_pde_gradient(tr) for _ in range(800)])
@@ -263,8 +269,28 @@ def test_sdgd_options_are_checked():
         build_method("pinn", sdgd_dims=10)
     with pytest.raises(ConfigError, match=r"sdgd_variant must be 1, 2 or 3"):
         build_method("pinn", sdgd_dims=10, lbfgs=False, sdgd_variant=4)
-    with pytest.raises(ConfigError, match=r"derivatives=auto or autograd"):
-        build_method("pinn", sdgd_dims=10, lbfgs=False, derivatives="taylor")
+
+
+@pytest.mark.parametrize("name", ["hjb", "bsb"])
+def test_sdgd_laplacian_from_one_jet_equals_autograd(name):
+    """The sampled Laplacian from one jet of the sampled axes (through the trial function,
+    where the problem has one) equals autograd's, one backward pass per axis, on the same
+    sample: the residual and its gradient in the parameters."""
+    problem = build_problem(name, d=12)
+    tr = build_method("pinn", width=16, depth=3, lbfgs=False, sdgd_dims=3).trainer(problem)
+    pts = tr.batch[0][:32]
+    assert isinstance(tr.fields([pts])[0], SampledLaplacianFields)
+    out = []
+    for cls in (SampledLaplacianFields, Fields):
+        gen = torch.Generator().manual_seed(7)
+        f = cls(pts, problem.axes, problem.fields, model=tr.net, laplacian_dims=3, generator=gen)
+        r = problem.residual(f)
+        grads = torch.autograd.grad(r.square().mean(), tr.params, allow_unused=True)
+        out.append((r, [torch.zeros_like(p) if g is None else g for g, p in zip(grads, tr.params)]))
+    (r_jet, g_jet), (r_ag, g_ag) = out
+    torch.testing.assert_close(r_jet, r_ag, rtol=1e-10, atol=1e-12)
+    for a, b in zip(g_jet, g_ag):  # (the output bias leaves a Laplacian and a gradient alone)
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
 def test_compiled_loss_matches_the_eager_one(burgers):
