@@ -23,6 +23,7 @@ from problems.fields import Fields
 
 __all__ = [
     "Budget",
+    "count_params",
     "FamilyPredictor",
     "Method",
     "OperatorPredictor",
@@ -80,6 +81,12 @@ class Budget:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def count_params(module: torch.nn.Module) -> int:
+    """Real parameters of `module`: a complex parameter counts as two (its real and imaginary
+    parts), so nets that store spectral weights as complex or as real pairs compare alike."""
+    return sum(p.numel() * (2 if p.is_complex() else 1) for p in module.parameters())
 
 
 class Report(Protocol):
@@ -231,7 +238,7 @@ class TorchPredictor(Predictor):
         return Fields(x, self.axes, self.names, model=self.model)
 
     def n_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+        return count_params(self.model)
 
 
 class Method(ABC):

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from methods.base import Budget, OperatorPredictor, Report
+from methods.base import Budget, OperatorPredictor, Report, count_params
 from methods.fno import FNONet
 from methods.hard_mlp import fit_mlp, mlp_reason
 from methods.least_squares import (
@@ -413,4 +413,4 @@ class ShotPredictor(OperatorPredictor):
         return dict(getattr(self, "_diagnostics", {}))
 
     def n_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+        return count_params(self.model)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from methods.base import Budget, Method, Predictor, Report
+from methods.base import Budget, Method, Predictor, Report, count_params
 from methods.nets import ACTIVATIONS, MLP
 from methods.pinn import _choice
 from methods.train import StepTrainer, adam, train
@@ -217,7 +217,7 @@ class LPINNPredictor(Predictor):
         return u.double().cpu().numpy()[:, None]
 
     def n_params(self) -> int:
-        return sum(p.numel() for p in self.net.parameters())
+        return count_params(self.net)
 
 
 class LPINN(Method):

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from core.metrics import per_sample_rel_l2
-from methods.base import Budget, Method, OperatorPredictor, Report
+from methods.base import Budget, Method, OperatorPredictor, Report, count_params
 from methods.minibatch import fit_minibatch
 from problems.base import ConfigError, OperatorData, Problem, check_int, check_real
 from problems.capabilities import data_scale
@@ -163,7 +163,7 @@ class TorchOperatorPredictor(OperatorPredictor):
         return out
 
     def n_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+        return count_params(self.model)
 
 
 class OperatorMethod(Method):

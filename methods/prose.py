@@ -41,7 +41,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from core.metrics import per_sample_rel_l2
 from core.symbolic import SymbolicError, decode_system, encode_system, parses, vocabulary
-from methods.base import Budget, FamilyPredictor, Method, Report
+from methods.base import Budget, FamilyPredictor, Method, Report, count_params
 from methods.minibatch import fit_minibatch
 from methods.operator import Selector
 from methods.prose_net import BOS, EOS, PAD, SPECIALS, UNK, ProseNet, Sizes, numeric_features
@@ -141,7 +141,7 @@ class ProsePredictor(FamilyPredictor):
         return out
 
     def n_params(self) -> int:
-        return sum(p.numel() for p in self.net.parameters())
+        return count_params(self.net)
 
 
 def _pad(rows: list[list[int]], like: Tensor) -> Tensor:
