@@ -49,6 +49,7 @@ import torch
 from torch import Tensor
 
 from methods.base import Budget, Method, Predictor, Report, TorchPredictor
+from methods.pinn import point_counts
 from problems.base import ConfigError, Problem, check_int, check_real
 from problems.fields import Fields
 
@@ -247,10 +248,7 @@ class DeepXDE(Method):
         """The interior points, then each condition's, concatenated (in the run's dtype and on
         its device), and the size of each block: our pinn's draws (`hard_constraints=false`)."""
         conds = problem.conditions()
-        sizes = [self.n_collocation or problem.n_collocation]
-        sizes += [self.n_points.get(c.name, c.n_points) for c in conds]
-        if budget.points is not None:
-            sizes = [min(n, budget.points) for n in sizes]
+        sizes = point_counts(problem, conds, self.n_collocation, self.n_points, budget.points)
         gen = self.generator(0)  # the stream our pinn draws its points from
         samplers = [problem.sample_interior] + [c.sample for c in conds]
         points = torch.cat([s(n, gen) for s, n in zip(samplers, sizes)])

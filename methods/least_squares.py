@@ -288,18 +288,18 @@ class ConstraintSystem:
         self.weight = {r: part.weight[r].to(b).expand(bsz, -1, -1) for r in self.names}
         self._picked: tuple[Tensor, dict] | None = None  # see _subset
 
-    def _values(self, r: str, w: Tensor, detach: bool) -> dict[str, Tensor]:
-        vals = {}
-        for k, base in self.t0[r].items():
-            tb = self.tb[r][k].detach() if detach else self.tb[r][k]
-            vals[k] = base + torch.einsum("ben,benm->bem", w, tb)
+    def _values(self, r: str, w: Tensor) -> dict[str, Tensor]:
+        vals = {
+            k: base + torch.einsum("ben,benm->bem", w, self.tb[r][k])
+            for k, base in self.t0[r].items()
+        }
         return {**vals, **self.fixed[r]}
 
     def residuals(self, w: Tensor) -> Tensor:
         """F [B, E, M] (padding rows zero), differentiable in w and in the basis."""
         out = []
         for r in self.names:
-            res = self.problem.grid_residuals(self._values(r, w, False))[r]
+            res = self.problem.grid_residuals(self._values(r, w))[r]
             out.append(res * self.weight[r])
         return torch.cat(out, dim=-1)
 

@@ -25,10 +25,10 @@ from methods.jets import supports_plain
 from methods.nets import ACTIVATIONS, NETS, OutputTransform, build_net, compile_transform
 from methods.taylor import BACKENDS, FieldsBuilder, probe
 from methods.train import StepTrainer, adam, train
-from problems.base import ConfigError, Problem
+from problems.base import Condition, ConfigError, Problem
 from problems.fields import Fields
 
-__all__ = ["PINN", "Trainer"]
+__all__ = ["PINN", "Trainer", "point_counts"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,21 @@ def _mapping(key: str, v: Any, check: Callable[[str, Any], Any]) -> dict[str, An
     if not isinstance(v, Mapping):
         raise ConfigError(f"method.{key} must be a mapping of term names to values, got {v!r}")
     return {str(k): check(f"{key}.{k}", x) for k, x in v.items()}
+
+
+def point_counts(
+    problem: Problem,
+    conds: list[Condition],
+    n_collocation: int | None,
+    n_points: Mapping[str, int],
+    max_points: int | None,
+) -> list[int]:
+    """Training points per loss term: the interior (`n_collocation`, else the problem's
+    default), then each condition (`n_points` by name, else its default), each at most the
+    budget's `max_points` per term."""
+    sizes = [n_collocation or problem.n_collocation]
+    sizes += [n_points.get(c.name, c.n_points) for c in conds]
+    return sizes if max_points is None else [min(n, max_points) for n in sizes]
 
 
 class PINN(Method):
@@ -268,11 +283,7 @@ class Trainer(StepTrainer):
                 )  # fmt: skip
         self.weights = [float(m.weights.get(t, 1.0)) for t in self.terms]
         self.lam = [1.0] * len(self.terms)  # LRA weights; lam[0] (pde) stays 1
-        self.sizes = [m.n_collocation or problem.n_collocation] + [
-            m.n_points.get(c.name, c.n_points) for c in conds
-        ]
-        if max_points is not None:  # the budget's cap on points per loss term
-            self.sizes = [min(n, max_points) for n in self.sizes]
+        self.sizes = point_counts(problem, conds, m.n_collocation, m.n_points, max_points)
         self.samplers: list[Callable[..., Tensor]] = [problem.sample_interior] + [
             c.sample for c in conds
         ]

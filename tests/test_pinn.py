@@ -351,7 +351,7 @@ def test_compile_auto_only_where_it_pays_off(burgers, monkeypatch, caplog):
 
 def test_compilation_is_reported_and_not_charged_to_training(burgers, monkeypatch):
     """The seconds `torch.compile` takes are `compile_seconds`, outside the training clock:
-    a compilation made 2 s slower leaves `train_seconds` as it was and shows in the metric."""
+    a compilation made 2 s slower shows in the metric and not in `train_seconds`."""
     real = torch.compile
 
     def slow(fn, **kw):
@@ -368,6 +368,8 @@ def test_compilation_is_reported_and_not_charged_to_training(burgers, monkeypatc
     slow.done = False
     monkeypatch.setattr(torch, "compile", slow)
     budget = Budget(steps=3, eval_every=3)
+    t0 = time.perf_counter()
     monitor, _ = _run(burgers, budget, compile=True, n_collocation=64)
+    elapsed = time.perf_counter() - t0
     assert monitor.excluded["compile"] >= 2.0
-    assert monitor.train_seconds < 2.0  # three small steps, the compilation left out
+    assert monitor.train_seconds <= elapsed - monitor.excluded["compile"]
