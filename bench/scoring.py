@@ -81,6 +81,10 @@ def score(
     if np.all(np.isfinite(pred)):
         pred = ref.align(pred)  # gauge fields (pressure) compared up to a constant
     out.update(metrics.field_metrics(pred, ref.values, problem.fields))
+    for name, points in problem.points_of_interest().items():  # apart from the set
+        if ref.exact is not None:
+            at = np.asarray(predictor(points), dtype=np.float64).reshape(-1)
+            out[f"rel_err_{name}"] = metrics.rel_l2(at, ref.exact(points).reshape(-1))
     # the trivial predictor (each field's mean over the reference; zeros would score 1): a
     # method's rel_l2 means something only well below it (the accuracy gate's rule)
     mean = np.broadcast_to(ref.values.mean(axis=0), ref.values.shape)

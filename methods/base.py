@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, Protocol
 
@@ -203,7 +204,11 @@ class FamilyPredictor(Predictor):
 
 
 class TorchPredictor(Predictor):
-    """A predictor around a torch module mapping `[N, d]` to `[N, k]`."""
+    """A predictor around a torch module mapping `[N, d]` to `[N, k]`.
+
+    `fields_type`: the `Fields` class of `fields` (residual scoring), built as
+    `fields_type(points, axes, names, model=model)`; plain autograd `Fields` by default.
+    """
 
     def __init__(
         self,
@@ -211,11 +216,13 @@ class TorchPredictor(Predictor):
         axes: tuple[str, ...],
         names: tuple[str, ...],
         batch: int = 65_536,
+        fields_type: Callable[..., Fields] = Fields,
     ) -> None:
         self.model = model
         self.axes = axes
         self.names = names
         self.batch = batch
+        self.fields_type = fields_type
 
     @property
     def _like(self) -> Tensor:
@@ -235,7 +242,7 @@ class TorchPredictor(Predictor):
     def fields(self, points: Tensor) -> Fields:
         like = self._like
         x = points.to(dtype=like.dtype, device=like.device).detach().requires_grad_(True)
-        return Fields(x, self.axes, self.names, model=self.model)
+        return self.fields_type(x, self.axes, self.names, model=self.model)
 
     def n_params(self) -> int:
         return count_params(self.model)

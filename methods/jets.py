@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from methods.nets import MLP, Net, OutputTransform
-from problems.base import ConfigError
+from problems.base import ConfigError, TrialInput
 
 Key = tuple[str, ...]  # (field, axis, ...) as recorded by `Fields.requested`
 
@@ -240,6 +240,15 @@ JET_FUNCTIONS: dict[str, object] = {
 }
 
 
+def _input_jet(fn: TrialInput, x: Tensor, plan: Plan) -> Jet:
+    """The jet of a trial input at points `x`, from its closed-form derivatives (it holds no
+    parameters, so the jet is a constant)."""
+    x = x.detach()
+    g = fn.gradient(x)
+    dd = [fn.second(x, i, j) for i, j in plan.pairs]
+    return Jet(fn.value(x), [g[:, a] for a in plan.axes], dd, plan)
+
+
 def transform_jet(model: OutputTransform, raw: Tensor, x: Tensor, plan: Plan) -> Tensor:
     """The jet `[k, rows, N]` of an output transform at raw points `x`, from the jet `raw`
     `[k, rows, N]` of the net it wraps, pushed through its expressions by the chain rule."""
@@ -258,6 +267,8 @@ def transform_jet(model: OutputTransform, raw: Tensor, x: Tensor, plan: Plan) ->
         axis: Jet(xs[:, i], [1.0 if a == i else 0.0 for a in plan.axes], [0.0] * n_pairs, plan)
         for i, axis in enumerate(model.axes)
     }
+    for name, fn in model.used_inputs.items():
+        coords[name] = _input_jet(fn, xs, plan)
     outs = model.evaluate(coords, fields, JET_FUNCTIONS)
     rows = []
     for j, out in enumerate(outs):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from problems.base import Box, ConfigError
+from problems.base import Box, ConfigError, TrialInput
 
 __all__ = [
     "ACTIVATIONS",
@@ -250,6 +250,9 @@ class OutputTransform(nn.Module):
         exprs: `{field: expression}`.
         axes, names: the problem's axes and fields (column order).
         params: numeric constants the expressions may use (axes and fields shadow them).
+        inputs: named functions of the points (`problems.base.TrialInput`) that the
+            expressions may use like axes: what an expression over single axes cannot say
+            (e.g. |x|^2 in d dimensions; `Problem.trial_inputs`).
     """
 
     def __init__(
@@ -259,13 +262,21 @@ class OutputTransform(nn.Module):
         axes: Sequence[str],
         names: Sequence[str],
         params: Mapping[str, float] | None = None,
+        inputs: Mapping[str, TrialInput] | None = None,
     ) -> None:
         super().__init__()
         self.net = net
         self.axes, self.names = tuple(axes), tuple(names)
         consts = {k: float(v) for k, v in (params or {}).items()}
         self.consts = consts
-        allowed = set(TRANSFORM_FUNCTIONS) | set(consts) | set(self.axes) | set(self.names)
+        self.inputs = dict(inputs or {})
+        allowed = (
+            set(TRANSFORM_FUNCTIONS)
+            | set(consts)
+            | set(self.inputs)
+            | set(self.axes)
+            | set(self.names)
+        )
         self.codes: dict[int, tuple[Callable[..., object], tuple[str, ...]]] = {}
         for field, expr in exprs.items():
             key = f"method.output_transform.{field}"
@@ -277,7 +288,8 @@ class OutputTransform(nn.Module):
                 raise ConfigError(
                     f"{key}: unknown name(s) {unknown} in {expr!r}; usable names are the axes "
                     f"{list(self.axes)}, the fields {list(self.names)}, the problem's parameters "
-                    f"{sorted(consts)} and {sorted(TRANSFORM_FUNCTIONS)}"
+                    f"{sorted(consts)}, its trial inputs {sorted(self.inputs)} and "
+                    f"{sorted(TRANSFORM_FUNCTIONS)}"
                 )
             # one plain function per expression (arguments: the names it uses), so that
             # torch.compile traces it like any code, instead of breaking its graph at eval
@@ -287,6 +299,8 @@ class OutputTransform(nn.Module):
                 {"__builtins__": {}},
             )
             self.codes[self.names.index(field)] = (fn, args)
+        used = {a for _, args in self.codes.values() for a in args}
+        self.used_inputs = {k: f for k, f in self.inputs.items() if k in used}
 
     def evaluate(
         self,
@@ -309,10 +323,9 @@ class OutputTransform(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         raw = self.net(x)
-        outs = self.evaluate(
-            {a: x[:, i] for i, a in enumerate(self.axes)},
-            {n: raw[:, j] for j, n in enumerate(self.names)},
-        )
+        coords = {a: x[:, i] for i, a in enumerate(self.axes)}
+        coords.update({name: fn.value(x) for name, fn in self.used_inputs.items()})
+        outs = self.evaluate(coords, {n: raw[:, j] for j, n in enumerate(self.names)})
         n = (len(x),)
         cols = [
             raw[:, j] if out is None else torch.broadcast_to(torch.as_tensor(out).to(raw), n)

@@ -15,6 +15,7 @@ import math
 import numbers
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from methods.base import Budget, Method, Predictor, Report, TorchPredictor
 from methods.jets import supports_plain
 from methods.nets import ACTIVATIONS, NETS, OutputTransform, build_net, compile_transform
-from methods.taylor import BACKENDS, FieldsBuilder, probe
+from methods.taylor import BACKENDS, FieldsBuilder, SampledLaplacianFields, probe, supports
 from methods.train import StepTrainer, adam, train
 from problems.base import Condition, ConfigError, Problem
 from problems.fields import Fields
@@ -307,10 +308,15 @@ class Trainer(StepTrainer):
                 if isinstance(v, numbers.Real) and not isinstance(v, bool)
             }
             self.net = OutputTransform(  # type: ignore[assignment]
-                self.net, transform, problem.axes, problem.fields, consts
-            )
+                self.net, transform, problem.axes, problem.fields, consts,
+                problem.trial_inputs(),
+            )  # fmt: skip
             self._drop_satisfied()
-        self.predictor = TorchPredictor(self.net, tuple(problem.axes), tuple(problem.fields))
+        # residual scoring: Laplacians from jets (fast and bounded in memory in d dimensions)
+        scoring = partial(SampledLaplacianFields, graph=False) if supports(self.net) else Fields
+        self.predictor = TorchPredictor(
+            self.net, tuple(problem.axes), tuple(problem.fields), fields_type=scoring
+        )
         self.batch = self.sample()
         backend = m.derivatives
         compile_ = m.compile is True or (
@@ -421,22 +427,24 @@ class Trainer(StepTrainer):
 
     def _losses(self, batch: list[Tensor]) -> list[Tensor]:
         fs = self.fields(batch)
-        out = [fn(f).square().mean() for fn, f in zip(self.residuals, fs)]
-        if self.method.sdgd_dims and self.method.sdgd_variant != 3:
-            out[0] = self._sdgd_pde_loss(fs[0], batch[0])
-        return out
+        sdgd = self.method.sdgd_dims and self.method.sdgd_variant != 3
+        return [
+            self._sdgd_pde_loss(f, pts) if sdgd and i == 0 else fn(f).square().mean()
+            for i, (fn, f, pts) in enumerate(zip(self.residuals, fs, batch))
+        ]
 
     def _sdgd_pde_loss(self, f: Fields, points: Tensor) -> Tensor:
         """An SDGD loss whose value is mean(R_v^2) and whose gradient is mean(2 R_v dR_s):
         R_s is the residual on the Laplacian sampled in `f`; R_v is detached, and is either the
-        full residual (variant 1) or the residual on an independent sample (variant 2)."""
+        full residual (variant 1) or the residual on an independent sample (variant 2). In
+        variant 2 both residuals read the same `f`: the values and first derivatives are the
+        same at the same points, so only the second sample's Laplacian is computed again."""
         m, p = self.method, self.problem
-        if m.sdgd_variant == 1:  # the full residual: every axis of the Laplacian
-            fv = Fields(points, p.axes, p.fields, model=self.net)
-        else:  # an independent sample, by the same backend as `f`
-            fv = self.fields([points])[0]
-        r_v = p.residual(fv).detach()
         r_s = p.residual(f)
+        if m.sdgd_variant == 1:  # the full residual: every axis of the Laplacian
+            r_v = p.residual(Fields(points, p.axes, p.fields, model=self.net)).detach()
+        else:  # `f` draws an independent sample at each `laplacian` call
+            r_v = p.residual(f).detach()
         return r_v.square().mean() + (2 * r_v * (r_s - r_s.detach())).mean()
 
     def total(self, losses: list[Tensor]) -> Tensor:

@@ -51,6 +51,20 @@ BACKENDS = ("auto", "autograd", "taylor")
 # Each layer is one autograd node whose backward applies the transpose of this map by hand.
 
 
+_PAIR_LOOP = 4
+"""Up to this many second-derivative pairs, a layer loops over them (fewest operations);
+above, it gathers them (one operation for any number: a Laplacian in d dimensions)."""
+
+
+def _pair_index(pairs: Sequence[tuple[int, int]], device: torch.device) -> tuple[Tensor, Tensor]:
+    """The first and second members of `pairs` as index tensors."""
+    first, second = zip(*pairs)
+    return (
+        torch.tensor(first, dtype=torch.long, device=device),
+        torch.tensor(second, dtype=torch.long, device=device),
+    )
+
+
 def _act(name: str, z0: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
     """Write f(z0) into `out`; return f'(z0) and f''(z0)."""
     if name == "tanh":
@@ -95,8 +109,12 @@ class _JetDense(torch.autograd.Function):
         Y = torch.empty_like(Z)
         f1, f2 = _act(act, Z[:, 0], Y[:, 0])
         torch.mul(Z[:, 1:], f1[:, None], out=Y[:, 1:])
-        for p, (i, j) in enumerate(pairs):
-            Y[:, 1 + k + p].addcmul_(f2 * Z[:, i], Z[:, j])
+        if len(pairs) > _PAIR_LOOP:
+            ri, rj = _pair_index(pairs, Z.device)
+            Y[:, 1 + k :].addcmul_(f2[:, None] * Z[:, ri], Z[:, rj])
+        else:
+            for p, (i, j) in enumerate(pairs):
+                Y[:, 1 + k + p].addcmul_(f2 * Z[:, i], Z[:, j])
         ctx.save_for_backward(S, W, Z, Y, f1, f2)
         return Y
 
@@ -112,7 +130,15 @@ class _JetDense(torch.autograd.Function):
             gZ = G * f1[:, None]
             if G.shape[1] > 1:  # every derivative row depends on z0 through f' and f''
                 gZ[:, 0].addcmul_(f2, (G[:, 1:] * Z[:, 1:]).sum(1))
-            if pairs:
+            if len(pairs) > _PAIR_LOOP:  # the same sums, over all pairs at once
+                f3 = _f3(act, Y[:, 0], f1)
+                ri, rj = _pair_index(pairs, Z.device)
+                Gp, Zi, Zj = G[:, 1 + k :], Z[:, ri], Z[:, rj]
+                gZ[:, 0].addcmul_(f3, (Gp * Zi * Zj).sum(1))
+                H = Gp * f2[:, None]
+                gZ.index_add_(1, ri, H * Zj)
+                gZ.index_add_(1, rj, H * Zi)
+            elif pairs:
                 f3 = _f3(act, Y[:, 0], f1)
                 for p, (i, j) in enumerate(pairs):
                     Gp = G[:, 1 + k + p]
@@ -149,7 +175,10 @@ class _JetInputDense(torch.autograd.Function):
         Y = torch.empty(W.shape[0], 1 + k + len(pairs), N, dtype=z0.dtype, device=z0.device)
         f1, f2 = _act(act, z0, Y[:, 0])
         torch.mul(C[:, :, None], f1[:, None], out=Y[:, 1 : 1 + k])
-        for p, (i, j) in enumerate(pairs):  # i, j: columns of C
+        if len(pairs) > _PAIR_LOOP:
+            pi, pj = _pair_index(pairs, C.device)
+            torch.mul(f2[:, None], (C[:, pi] * C[:, pj])[:, :, None], out=Y[:, 1 + k :])
+        for p, (i, j) in enumerate(pairs if len(pairs) <= _PAIR_LOOP else ()):  # C's columns
             torch.mul(f2, (C[:, i] * C[:, j])[:, None], out=Y[:, 1 + k + p])
         ctx.save_for_backward(xn, scale, C, Y, f1, f2)
         ctx.meta = (act, axes, pairs, b is not None)
@@ -165,7 +194,15 @@ class _JetInputDense(torch.autograd.Function):
         g0 = G[:, 0] * f1
         g0.addcmul_(f2, (G1 * C[:, :, None]).sum(1))
         gC = (G1 * f1[:, None]).sum(2)  # [w, k]
-        if pairs:
+        if len(pairs) > _PAIR_LOOP:  # the same sums, over all pairs at once
+            f3 = _f3(act, Y[:, 0], f1)
+            pi, pj = _pair_index(pairs, C.device)
+            Gp, Ci, Cj = G[:, 1 + k :], C[:, pi], C[:, pj]
+            g0.addcmul_(f3, (Gp * (Ci * Cj)[:, :, None]).sum(1))
+            s = (Gp * f2[:, None]).sum(2)  # [w, P]
+            gC.index_add_(1, pi, s * Cj)
+            gC.index_add_(1, pj, s * Ci)
+        elif pairs:
             f3 = _f3(act, Y[:, 0], f1)
             for p, (i, j) in enumerate(pairs):
                 Gp = G[:, 1 + k + p]
@@ -309,7 +346,13 @@ class SampledLaplacianFields(Fields):
     layer's derivative rows as its weight columns `W[:, i]`, so in d dimensions it costs one
     forward pass plus B + B rows through the hidden layers. First derivatives (the gradient
     over all d axes at once, in one backward pass) stay autograd's.
+
+    With `laplacian_dims = 0` it is the exact Laplacian, from jets of `AXES_PER_JET` axes at a
+    time (bounded memory in any d); `graph=False` computes them without a graph in the
+    parameters, for values that nothing differentiates (residual scoring).
     """
+
+    AXES_PER_JET = 64
 
     def __init__(
         self,
@@ -317,20 +360,28 @@ class SampledLaplacianFields(Fields):
         axes: Sequence[str],
         names: Sequence[str],
         model: nn.Module,
-        laplacian_dims: int,
-        generator: torch.Generator | None,
+        laplacian_dims: int = 0,
+        generator: torch.Generator | None = None,
+        graph: bool = True,
     ) -> None:
         super().__init__(
             points, axes, names, model=model, laplacian_dims=laplacian_dims, generator=generator
         )
         self._net = model
+        self._graph = graph
 
     def _diagonal(self, name: str, axes: Sequence[str]) -> list[Tensor]:
-        idx = sorted({self._axis(a) for a in axes})
-        plan = Plan(tuple(idx), tuple((i, i) for i in idx))
-        jet = jet_forward(self._net, self.points, plan)  # type: ignore[arg-type]  # [k, rows, N]
+        wanted = [self._axis(a) for a in axes]
+        idx = sorted(set(wanted))
         field = self._field(name)
-        return [jet[field, plan.row([i, i])] for i in (self._axis(a) for a in axes)]
+        second: dict[int, Tensor] = {}
+        with torch.set_grad_enabled(self._graph and torch.is_grad_enabled()):
+            for lo in range(0, len(idx), self.AXES_PER_JET):
+                block = idx[lo : lo + self.AXES_PER_JET]
+                plan = Plan(tuple(block), tuple((i, i) for i in block))
+                jet = jet_forward(self._net, self.points, plan)  # type: ignore[arg-type]
+                second.update({i: jet[field, plan.row([i, i])] for i in block})
+        return [second[i] for i in wanted]
 
 
 def probe(

@@ -8,7 +8,7 @@ lists the ones it has.
 `trial() -> {field: expression}` is a hard-constraint trial function that satisfies the
 problem's conditions whatever the raw outputs are, in the syntax of the PINN's
 `output_transform` (expressions over the axes, the raw outputs by field name, the problem's
-numeric parameters, and exp/log/sin/cos/tanh/sqrt/abs/pi).
+numeric parameters, the problem's `trial_inputs`, and exp/log/sin/cos/tanh/sqrt/abs/pi).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ __all__ = [
     "OperatorData",
     "Problem",
     "Reference",
+    "TrialInput",
     "check_int",
     "check_real",
     "grid_points",
@@ -72,6 +73,22 @@ def check_real(
         text = " " + " and ".join(bounds) if bounds else ""
         raise ConfigError(f"{key} must be a finite number{text}, got {value!r}")
     return float(value)
+
+
+@dataclass(frozen=True)
+class TrialInput:
+    """A function of the points for trial expressions (`Problem.trial_inputs`), with its
+    derivatives in closed form, so that the forward-mode backend needs no autograd for it.
+
+    value: `[N, d]` -> `[N]`, each value from its own point's coordinates (torch operations,
+        so that autograd differentiates it too).
+    gradient: `[N, d]` -> `[N, d]`, the derivative along every axis.
+    second: `(points, i, j)` -> the derivative along axes i and j, `[N]` or a number.
+    """
+
+    value: Callable[[Tensor], Tensor]
+    gradient: Callable[[Tensor], Tensor]
+    second: Callable[[Tensor, int, int], Tensor | float]
 
 
 OPTIONAL_CAPABILITIES = (
@@ -366,6 +383,17 @@ class Problem(ABC):
         caps = {"residual", "reference"}
         caps.update(c for c in OPTIONAL_CAPABILITIES if callable(getattr(self, c, None)))
         return caps
+
+    def points_of_interest(self) -> dict[str, np.ndarray]:
+        """Named points `[M, d]` outside the evaluation set whose relative error against
+        `exact` the harness reports as `rel_err_<name>` (e.g. a paper's quantity of interest
+        at a point the sampling law rarely visits). None here."""
+        return {}
+
+    def trial_inputs(self) -> dict[str, TrialInput]:
+        """Named functions of the points that `trial` expressions may use like axes: what an
+        expression over single axes cannot say, e.g. |x|^2 in d dimensions. None here."""
+        return {}
 
     @property
     def time_dependent(self) -> bool:

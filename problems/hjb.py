@@ -13,10 +13,15 @@ evaluation points are drawn from x ~ N(0, I_d), t ~ U[0, T] (t = T on the termin
 in the SDGD and STDE codes. The `domain` box, x_i in [-3, 3], is only the scale that nets
 normalise their inputs with; it is not a boundary and carries no condition.
 
-The evaluation set is `(t, x) = (0, 0)` (and for `bsb` also FBSNN's (0, X0), X0 = (1, 0.5, 1, ...))
-followed by `n_eval` points of that law from numpy's `default_rng(eval_seed)` (t first, then x).
-It holds `n_eval x (d + 1)` float64 coordinates, so `n_eval` must shrink as d grows (capped at
-`MAX_EVAL_ENTRIES` entries).
+The evaluation set is `n_eval` points of that law from numpy's `default_rng(eval_seed)` (t first,
+then x), as in the SDGD code's test set. It holds `n_eval x (d + 1)` float64 coordinates, so
+`n_eval` must shrink as d grows (capped at `MAX_EVAL_ENTRIES` entries). The papers' quantity of
+interest is scored apart (`points_of_interest`): u(0, 0) (Han, Jentzen & E), or u(0, X0) for
+`bsb` (FBSNN, X0 = (1, 0.5, 1, ...)). In high dimensions these points lie far from where the law
+puts its mass (|x|^2 is about d), so inside rel_l2 one extrapolated point would outweigh the rest.
+
+`trial` is u = g(x) + (T - t) N, exact at t = T, as in the SDGD code; g enters it through the
+trial inputs |x|^2 and sum_i x_i.
 """
 
 from __future__ import annotations
@@ -28,7 +33,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from problems.base import Box, Condition, ConfigError, Problem, Reference, check_int, check_real
+from problems.base import (
+    Box,
+    Condition,
+    ConfigError,
+    Problem,
+    Reference,
+    TrialInput,
+    check_int,
+    check_real,
+)
 from problems.fields import Fields
 from problems.solvers.hjb_quadrature import hjb_log_u
 
@@ -44,8 +58,8 @@ MAX_EVAL_ENTRIES = 20_000_000
 class _TerminalValueProblem(Problem):
     """Shared set-up: axes, sampling, the terminal condition and the evaluation set.
 
-    Subclasses define `terminal(x)` (g on a `[N, d]` tensor), `residual`, `_solution(x, t)` on
-    numpy arrays, and `_anchors()` (extra evaluation points at the head of the set).
+    Subclasses define `terminal(x)` (g on a `[N, d]` tensor) and `terminal_expr` (g as a trial
+    expression), `residual`, and `_solution(x, t)` on numpy arrays.
     """
 
     fields = ("u",)
@@ -119,17 +133,49 @@ class _TerminalValueProblem(Problem):
         """g(x) for `[N, d]` points, shape `[N]`."""
         raise NotImplementedError
 
+    # -- hard constraint ----------------------------------------------------------------------
+    terminal_expr: ClassVar[str]
+    """g as a trial expression over the trial inputs `r2` = |x|^2 and `xsum` = sum_i x_i."""
+
+    def trial(self) -> dict[str, str]:
+        """u = g(x) + (T - t) N: the terminal condition holds exactly (SDGD's HJB code does
+        the same with T = 1)."""
+        return {"u": f"({self.terminal_expr}) + (T - t) * u"}
+
+    def trial_inputs(self) -> dict[str, TrialInput]:
+        """`r2` = |x|^2 and `xsum` = sum_i x_i (t, the last axis, does not enter)."""
+        d = self.d
+
+        def space(g: Tensor) -> Tensor:
+            g[:, d:] = 0.0
+            return g
+
+        return {
+            "r2": TrialInput(
+                value=lambda p: p[:, :d].square().sum(dim=1),
+                gradient=lambda p: space(2 * p),
+                second=lambda p, i, j: 2.0 if i == j < d else 0.0,
+            ),
+            "xsum": TrialInput(
+                value=lambda p: p[:, :d].sum(dim=1),
+                gradient=lambda p: space(torch.ones_like(p)),
+                second=lambda p, i, j: 0.0,
+            ),
+        }
+
     # -- reference --------------------------------------------------------------------------
-    def _anchors(self) -> np.ndarray:
-        """Fixed evaluation points put first: (x, t) = (0, 0)."""
-        return np.zeros((1, self.d + 1))
+    reference_version = 2  # 2: the anchors left the evaluation set (`points_of_interest`)
+
+    def points_of_interest(self) -> dict[str, np.ndarray]:
+        """u(0, 0): the quantity Han, Jentzen & E report."""
+        return {"origin": np.zeros((1, self.d + 1))}
 
     def evaluation_points(self) -> np.ndarray:
-        """The anchors, then `n_eval` points with t ~ U[0, T], x ~ N(0, I_d) (seeded)."""
+        """`n_eval` points with t ~ U[0, T], x ~ N(0, I_d) (seeded)."""
         rng = np.random.default_rng(self.eval_seed)
         t = rng.uniform(0.0, self.T, size=(self.n_eval, 1))
         x = rng.standard_normal((self.n_eval, self.d))
-        return np.concatenate([self._anchors(), np.concatenate([x, t], axis=1)], axis=0)
+        return np.concatenate([x, t], axis=1)
 
     def _solution(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -157,7 +203,7 @@ class HJB(_TerminalValueProblem):
         T: terminal time (> 0).
         lam: the control cost λ (> 0); 1 in Han–Jentzen–E and SDGD.
         n_collocation, n_terminal: default numbers of interior and terminal points.
-        n_eval: random evaluation points (after the anchor (0, 0)).
+        n_eval: random evaluation points.
         eval_seed: seed of the evaluation set.
     """
 
@@ -184,6 +230,8 @@ class HJB(_TerminalValueProblem):
         grad = f.grad("u", axes=self.space)
         lap = f.laplacian("u", axes=self.space)
         return (f.d("u", "t") + lap - self.lam * grad.square().sum(dim=1))[:, None]
+
+    terminal_expr = "log(0.5 + 0.5 * r2)"
 
     def terminal(self, x: Tensor) -> Tensor:
         return torch.log1p(x.square().sum(dim=1)) - math.log(2.0)
@@ -226,6 +274,8 @@ class HJBLin(_TerminalValueProblem):
         grad = f.grad("u", axes=self.space)
         lap = f.laplacian("u", axes=self.space)
         return (f.d("u", "t") + lap - grad.abs().pow(self.c).mean(dim=1) + 2.0)[:, None]
+
+    terminal_expr = "xsum"
 
     def terminal(self, x: Tensor) -> Tensor:
         return x.sum(dim=1)
@@ -273,6 +323,8 @@ class BlackScholesBarenblatt(_TerminalValueProblem):
         diffusion = 0.5 * self.sigma**2 * f.laplacian("u", axes=self.space, weights=x.square())
         return (f.d("u", "t") + diffusion - self.r * (f["u"] - x_grad))[:, None]
 
+    terminal_expr = "r2"
+
     def terminal(self, x: Tensor) -> Tensor:
         return x.square().sum(dim=1)
 
@@ -280,8 +332,9 @@ class BlackScholesBarenblatt(_TerminalValueProblem):
         """FBSNN's initial point X0 = (1, 0.5, 1, 0.5, ...)."""
         return np.where(np.arange(self.d) % 2 == 0, 1.0, 0.5)
 
-    def _anchors(self) -> np.ndarray:
-        return np.stack([np.zeros(self.d + 1), np.append(self.x0(), 0.0)])
+    def points_of_interest(self) -> dict[str, np.ndarray]:
+        """u(0, X0): FBSNN's quantity (u(0, 0) = 0 has no relative error)."""
+        return {"x0": np.append(self.x0(), 0.0)[None, :]}
 
     def _solution(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
         rate = self.r + self.sigma**2

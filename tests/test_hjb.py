@@ -384,30 +384,30 @@ def test_sampling_law_and_axes(name):
 def test_evaluation_set():
     problem = build_problem("hjb", d=20, n_eval=3000, eval_seed=3)
     pts = problem.evaluation_points()
-    assert pts.shape == (3001, 21)
-    np.testing.assert_array_equal(pts[0], np.zeros(21))
+    assert pts.shape == (3000, 21)
+    np.testing.assert_array_equal(problem.points_of_interest()["origin"], np.zeros((1, 21)))
     same = build_problem("hjb", d=20, n_eval=3000, eval_seed=3, n_collocation=7)
     np.testing.assert_array_equal(same.evaluation_points(), pts)
     other_seed = build_problem("hjb", d=20, n_eval=3000).evaluation_points()
-    assert not np.allclose(other_seed[1:], pts[1:])
-    x, t = pts[1:, :20], pts[1:, 20]
+    assert not np.allclose(other_seed, pts)
+    x, t = pts[:, :20], pts[:, 20]
     assert abs(x.mean()) < 0.02 and abs(x.std() - 1) < 0.02
     assert 0 <= t.min() and t.max() <= 1 and abs(t.mean() - 0.5) < 0.02
 
     bsb = build_problem("bsb", n_eval=10)
-    pts = bsb.evaluation_points()
-    assert pts.shape == (12, 101)
-    np.testing.assert_array_equal(pts[1, :4], [1.0, 0.5, 1.0, 0.5])
-    u = bsb.exact(pts[:2])
-    np.testing.assert_allclose(u[:, 0], [0.0, math.exp(0.21) * 62.5], rtol=1e-15)
+    assert bsb.evaluation_points().shape == (10, 101)
+    x0 = bsb.points_of_interest()["x0"]
+    np.testing.assert_array_equal(x0[0, :4], [1.0, 0.5, 1.0, 0.5])
+    assert x0[0, -1] == 0.0
+    np.testing.assert_allclose(bsb.exact(x0)[:, 0], [math.exp(0.21) * 62.5], rtol=1e-15)
 
 
 # -- (9) the cached reference through the registry --------------------------------------------
 def test_reference_cached_and_callable(monkeypatch, tmp_path):
     monkeypatch.setenv("PHYSBENCH_CACHE", str(tmp_path))
     ref = build_problem("hjb", n_eval=500).reference()
-    assert ref.points.shape == (501, 101) and ref.values.shape == (501, 1)
-    assert abs(ref.values[0, 0] - U00_D100) < 1e-11
+    assert ref.points.shape == (500, 101) and ref.values.shape == (500, 1)
+    assert abs(ref.exact(np.zeros((1, 101)))[0, 0] - U00_D100) < 1e-11
     sq = np.einsum("ij,ij->i", ref.points[:, :100], ref.points[:, :100])
     np.testing.assert_array_equal(ref.values[:, 0], hjb_log_u(sq, 1.0 - ref.points[:, 100], 100))
     assert ref(ref.points[:5]).shape == (5, 1)
@@ -431,10 +431,10 @@ def test_large_dimension_reference(monkeypatch, tmp_path, name):
     monkeypatch.setenv("PHYSBENCH_CACHE", str(tmp_path))
     problem = build_problem(name, d=10_000, n_eval=200)
     ref = problem.reference()
-    assert ref.points.shape == (200 + (2 if name == "bsb" else 1), 10_001)
+    assert ref.points.shape == (200, 10_001)
     assert np.all(np.isfinite(ref.values))
     if name == "hjb":  # g is about ln(d) there; u(0, 0) = -ln E[2/(1 + 2χ²_d)] ≈ ln(d + 1/2)
-        assert abs(ref.values[0, 0] - math.log(10_000.5)) < 1e-3
+        assert abs(ref.exact(np.zeros((1, 10_001)))[0, 0] - math.log(10_000.5)) < 1e-3
 
 
 # -- (10) bad parameters ----------------------------------------------------------------------
@@ -474,3 +474,51 @@ def test_evaluation_set_size_is_capped():
 def test_unknown_key_raises():
     with pytest.raises(ConfigError, match="lambda"):
         build_problem("hjb", **{"lambda": 1.0})
+
+
+# -- (11) the quantity of interest, scored apart ------------------------------------------------
+def test_point_of_interest_is_scored_apart_from_rel_l2():
+    """u(0, 0) is reported as rel_err_origin, from the predictor at that point, and stays out
+    of the evaluation set (rel_l2)."""
+    from bench.scoring import score
+    from methods.base import TorchPredictor
+
+    problem = build_problem("hjb", d=10, n_eval=50)
+    const = 1.25
+
+    class Constant(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Parameter(torch.tensor(const, dtype=torch.float64))
+
+        def forward(self, x):
+            return self.c.expand(len(x), 1)
+
+    predictor = TorchPredictor(Constant(), problem.axes, problem.fields)
+    out, pred = score(problem, predictor, 0, 0, torch.device("cpu"))
+    u00 = problem.exact(np.zeros((1, 11)))[0, 0]
+    assert out["rel_err_origin"] == pytest.approx(abs(const - u00) / abs(u00), rel=1e-12)
+    values = problem.reference().values[:, 0]
+    assert pred.shape == (50, 1)
+    rel = np.linalg.norm(const - values) / np.linalg.norm(values)
+    assert out["rel_l2"] == pytest.approx(rel, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["hjb", "hjb_lin", "bsb"])
+def test_trial_inputs_closed_forms_match_autograd(name):
+    """The trial inputs' closed-form derivatives (what the forward-mode backend uses) equal
+    autograd's through their values, on every axis and axis pair, t included."""
+    d = 4
+    problem = build_problem(name, d=d)
+    x = problem.sample_interior(7, torch.Generator().manual_seed(3)).requires_grad_(True)
+    for key, inp in problem.trial_inputs().items():
+        (g,) = torch.autograd.grad(inp.value(x).sum(), x, create_graph=True)
+        torch.testing.assert_close(inp.gradient(x.detach()), g.detach(), msg=key)
+        for i in range(d + 1):
+            if not g.requires_grad:  # affine: no curvature
+                assert all(inp.second(x.detach(), i, j) == 0.0 for j in range(d + 1))
+                continue
+            (h,) = torch.autograd.grad(g[:, i].sum(), x, retain_graph=True)
+            for j in range(d + 1):
+                got = torch.as_tensor(inp.second(x.detach(), i, j), dtype=x.dtype)
+                torch.testing.assert_close(got.expand(7), h[:, j], msg=f"{key} {i} {j}")

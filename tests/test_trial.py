@@ -30,6 +30,9 @@ EXACT = {
     "burgers_periodic": {"ic"},
     "helmholtz": {"bc"},
     "klein_gordon": {"ic", "ic_t", "bc"},
+    "hjb": {"tc"},
+    "hjb_lin": {"tc"},
+    "bsb": {"tc"},
 }
 # cases whose trial function depends on a parameter: (problem, overrides) -> conditions
 VARIANTS = {
@@ -58,7 +61,7 @@ def test_trial_function_satisfies_its_conditions(case, backend):
     g = torch.Generator().manual_seed(0)
     net = build_net(p.domain, len(p.fields), width=8, depth=2, generator=g)
     consts = {k: v for k, v in p.params.items() if isinstance(v, int | float)}
-    model = OutputTransform(net, p.trial(), p.axes, p.fields, consts)
+    model = OutputTransform(net, p.trial(), p.axes, p.fields, consts, p.trial_inputs())
     conds = {c.name: c for c in p.conditions()}
     assert exact <= set(conds)
     blocks = [conds[c].sample(8, g) for c in sorted(exact)]
