@@ -27,7 +27,7 @@ trial inputs |x|^2 and sum_i x_i.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -106,16 +106,25 @@ class _TerminalValueProblem(Problem):
         self.domain = Box({**{a: (-X_SCALE, X_SCALE) for a in self.space}, "t": (0.0, T)})
 
     # -- sampling ---------------------------------------------------------------------------
+    spread: float = 0.0
+    """Collocation variance added per unit of t (see `sample_interior`); 0: x ~ N(0, I_d)."""
+
     def _draw(self, n: int, generator: torch.Generator | None, t: float | None) -> Tensor:
         x = torch.randn(n, self.d, generator=generator, dtype=torch.float64)
         if t is None:
             tt = self.T * torch.rand(n, 1, generator=generator, dtype=torch.float64)
+            if self.spread:
+                v = torch.rand(n, 1, generator=generator, dtype=torch.float64)
+                x *= torch.sqrt(1 + self.spread * v * tt)
         else:
             tt = torch.full((n, 1), t, dtype=torch.float64)
         return torch.cat([x, tt], dim=1)
 
     def sample_interior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """`[n, d + 1]` collocation points: x ~ N(0, I_d), t ~ U[0, T] (space is unbounded)."""
+        """`[n, d + 1]` collocation points: t ~ U[0, T] and x ~ N(0, I_d) (space is unbounded),
+        or with `spread` s > 0, x ~ N(0, (1 + s v t) I_d), v ~ U[0, 1]: at time t, the
+        variances from the evaluation law's to the one that the diffusion reaches from it by
+        t (see `HJB`)."""
         return self._draw(n, generator, None)
 
     def conditions(self) -> list[Condition]:
@@ -198,6 +207,14 @@ class _TerminalValueProblem(Problem):
 class HJB(_TerminalValueProblem):
     """u_t + Δu - λ|∇u|² = 0 on [0, T) x R^d, u(T, x) = ln((1 + |x|²)/2).
 
+    The solution at (t, x) is set by g where the diffusion √2 W carries x by T: |x|² grows
+    by about 2d(T - t). The evaluation law puts every point on the shell |x|² ≈ d, and there
+    g + 2(T - t) satisfies the PDE to within about 1/d while it is wrong by up to ln(1 + 2T)
+    away from T, so collocation points from the evaluation law alone (the SDGD code's) cannot
+    tell it from the solution once d is large. `collocation: forward` (the default) spreads
+    them over the variances the diffusion reaches, 1 to 1 + 2t at time t
+    (`sample_interior`); `normal` is the SDGD code's N(0, I_d).
+
     Arguments:
         d: space dimension.
         T: terminal time (> 0).
@@ -205,6 +222,7 @@ class HJB(_TerminalValueProblem):
         n_collocation, n_terminal: default numbers of interior and terminal points.
         n_eval: random evaluation points.
         eval_seed: seed of the evaluation set.
+        collocation: `forward` or `normal`, the law of the collocation points (above).
     """
 
     name = "hjb"
@@ -220,10 +238,14 @@ class HJB(_TerminalValueProblem):
         n_terminal: int = 128,
         n_eval: int = 10_000,
         eval_seed: int = 0,
+        collocation: Literal["forward", "normal"] = "forward",
     ) -> None:
         lam = check_real("lam", lam, 0.0)
-        super().__init__(d, T, n_collocation, n_terminal, n_eval, eval_seed, lam=lam)
+        super().__init__(
+            d, T, n_collocation, n_terminal, n_eval, eval_seed, lam=lam, collocation=collocation
+        )
         self.lam = lam
+        self.spread = 2.0 if collocation == "forward" else 0.0  # the variance rate of √2 W
 
     def residual(self, f: Fields) -> Tensor:
         """u_t + Δu - λ|∇u|², shape `[N, 1]`."""

@@ -365,9 +365,11 @@ def test_terminal_condition(name):
     assert r_bad.abs().min() > 0
 
 
-@pytest.mark.parametrize("name", ["hjb", "hjb_lin", "bsb"])
-def test_sampling_law_and_axes(name):
-    problem = build_problem(name, d=50, T=2.0, n_eval=1)
+@pytest.mark.parametrize(
+    ("name", "extra"), [("hjb", {"collocation": "normal"}), ("hjb_lin", {}), ("bsb", {})]
+)
+def test_sampling_law_and_axes(name, extra):
+    problem = build_problem(name, d=50, T=2.0, n_eval=1, **extra)
     assert problem.axes == (*(f"x{i}" for i in range(50)), "t")
     assert problem.fields == ("u",) and problem.time_dependent
     assert problem.domain.axes == problem.axes
@@ -379,6 +381,23 @@ def test_sampling_law_and_axes(name):
     assert abs(x.mean()) < 0.01 and abs(x.std() - 1) < 0.01  # N(0, I): 2e5 draws
     assert x.abs().max() > 3.0  # unbounded in space: the box is only a scale
     assert t.min() >= 0 and t.max() <= 2.0 and abs(t.mean() - 1.0) < 0.05
+
+
+def test_forward_collocation_law():
+    """hjb's default law: at time t, x ~ N(0, (1 + 2vt) I), v ~ U[0, 1], so E|x|^2/d = 1 + t
+    and the spread reaches 1 + 2t; the terminal points stay N(0, I)."""
+    problem = build_problem("hjb", d=50, T=2.0, n_eval=1)
+    pts = problem.sample_interior(20_000, torch.Generator().manual_seed(5))
+    r2, t = pts[:, :50].square().mean(dim=1), pts[:, 50]
+    for lo in (0.0, 0.5, 1.0, 1.5):
+        band = (t >= lo) & (t < lo + 0.5)
+        mid = lo + 0.25
+        assert abs(r2[band].mean() - (1 + mid)) < 0.05, lo
+        assert r2[band].max() > 1 + 1.6 * mid  # the spread reaches toward 1 + 2t
+    tc = problem.conditions()[0].sample(4000, torch.Generator().manual_seed(6))
+    assert abs(tc[:, :50].square().mean() - 1) < 0.01
+    with pytest.raises(ConfigError, match="problem.collocation must be one of 'forward', 'normal'"):
+        build_problem("hjb", collocation="uniform")
 
 
 def test_evaluation_set():
