@@ -240,16 +240,25 @@ JET_FUNCTIONS: dict[str, object] = {
 }
 
 
-def _input_jet(fn: TrialInput, x: Tensor, plan: Plan) -> Jet:
+def _input_jet(fn: TrialInput, x: Tensor, plan: Plan, memo: dict | None) -> Jet:
     """The jet of a trial input at points `x`, from its closed-form derivatives (it holds no
-    parameters, so the jet is a constant)."""
+    parameters, so the jet is a constant); its value and gradient come from `memo` when a
+    jet at the same points computed them."""
     x = x.detach()
-    g = fn.gradient(x)
+    key = ("input", id(fn))
+    value_grad = None if memo is None else memo.get(key)
+    if value_grad is None:
+        value_grad = (fn.value(x), fn.gradient(x))
+        if memo is not None:
+            memo[key] = value_grad
+    v, g = value_grad
     dd = [fn.second(x, i, j) for i, j in plan.pairs]
-    return Jet(fn.value(x), [g[:, a] for a in plan.axes], dd, plan)
+    return Jet(v, [g[:, a] for a in plan.axes], dd, plan)
 
 
-def transform_jet(model: OutputTransform, raw: Tensor, x: Tensor, plan: Plan) -> Tensor:
+def transform_jet(
+    model: OutputTransform, raw: Tensor, x: Tensor, plan: Plan, memo: dict | None = None
+) -> Tensor:
     """The jet `[k, rows, N]` of an output transform at raw points `x`, from the jet `raw`
     `[k, rows, N]` of the net it wraps, pushed through its expressions by the chain rule."""
     n_pairs = len(plan.pairs)
@@ -265,10 +274,10 @@ def transform_jet(model: OutputTransform, raw: Tensor, x: Tensor, plan: Plan) ->
     xs = x.detach()
     coords = {
         axis: Jet(xs[:, i], [1.0 if a == i else 0.0 for a in plan.axes], [0.0] * n_pairs, plan)
-        for i, axis in enumerate(model.axes)
+        for i, axis in model.used_axes
     }
     for name, fn in model.used_inputs.items():
-        coords[name] = _input_jet(fn, xs, plan)
+        coords[name] = _input_jet(fn, xs, plan, memo)
     outs = model.evaluate(coords, fields, JET_FUNCTIONS)
     rows = []
     for j, out in enumerate(outs):

@@ -301,6 +301,8 @@ class OutputTransform(nn.Module):
             self.codes[self.names.index(field)] = (fn, args)
         used = {a for _, args in self.codes.values() for a in args}
         self.used_inputs = {k: f for k, f in self.inputs.items() if k in used}
+        # the axes the expressions read (a d-dimensional problem's trial reads one or two)
+        self.used_axes = tuple((i, a) for i, a in enumerate(self.axes) if a in used)
 
     def evaluate(
         self,
@@ -323,7 +325,7 @@ class OutputTransform(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         raw = self.net(x)
-        coords = {a: x[:, i] for i, a in enumerate(self.axes)}
+        coords = {a: x[:, i] for i, a in self.used_axes}
         coords.update({name: fn.value(x) for name, fn in self.used_inputs.items()})
         outs = self.evaluate(coords, {n: raw[:, j] for j, n in enumerate(self.names)})
         n = (len(x),)

@@ -158,21 +158,19 @@ class _JetDense(torch.autograd.Function):
 
 
 class _JetInputDense(torch.autograd.Function):
-    """The first layer, `act(W xn + b)` on normalised coordinates `xn` `[N, d]`.
+    """The first layer's activation on its pre-activation `z0` `[w, N]` (`W xn + b`, computed
+    by the caller with autograd, so that two jets at the same points share it and its
+    weight gradient).
 
     The input jet is constant along the points (`d xn / d x_a = scale_a e_a`, no curvature),
-    so the derivative rows of `z` are the vectors `c_a = scale_a W[:, a]` and zero: no matmul
-    over the derivative rows, forward or backward.
+    so the derivative rows of `z` are the vectors `c_a = scale_a W[:, a]`, the columns of `C`
+    `[w, k]`, and zero: no matmul over the derivative rows, forward or backward.
     """
 
     @staticmethod
-    def forward(ctx, xn, scale, W, b, act, axes, pairs):  # type: ignore[override]
-        N, k = xn.shape[0], len(axes)
-        z0 = W @ xn.T
-        if b is not None:
-            z0 += b[:, None]
-        C = W[:, list(axes)] * scale[list(axes)]  # [w, k]: column r is c_{axes[r]}
-        Y = torch.empty(W.shape[0], 1 + k + len(pairs), N, dtype=z0.dtype, device=z0.device)
+    def forward(ctx, z0, C, act, pairs):  # type: ignore[override]
+        (w, N), k = z0.shape, C.shape[1]
+        Y = torch.empty(w, 1 + k + len(pairs), N, dtype=z0.dtype, device=z0.device)
         f1, f2 = _act(act, z0, Y[:, 0])
         torch.mul(C[:, :, None], f1[:, None], out=Y[:, 1 : 1 + k])
         if len(pairs) > _PAIR_LOOP:
@@ -180,16 +178,16 @@ class _JetInputDense(torch.autograd.Function):
             torch.mul(f2[:, None], (C[:, pi] * C[:, pj])[:, :, None], out=Y[:, 1 + k :])
         for p, (i, j) in enumerate(pairs if len(pairs) <= _PAIR_LOOP else ()):  # C's columns
             torch.mul(f2, (C[:, i] * C[:, j])[:, None], out=Y[:, 1 + k + p])
-        ctx.save_for_backward(xn, scale, C, Y, f1, f2)
-        ctx.meta = (act, axes, pairs, b is not None)
+        ctx.save_for_backward(C, Y, f1, f2)
+        ctx.meta = (act, pairs)
         return Y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, G):  # type: ignore[override]
-        xn, scale, C, Y, f1, f2 = ctx.saved_tensors
-        act, axes, pairs, has_bias = ctx.meta
-        k = len(axes)
+        C, Y, f1, f2 = ctx.saved_tensors
+        act, pairs = ctx.meta
+        k = C.shape[1]
         G1 = G[:, 1 : 1 + k]
         g0 = G[:, 0] * f1
         g0.addcmul_(f2, (G1 * C[:, :, None]).sum(1))
@@ -213,11 +211,7 @@ class _JetInputDense(torch.autograd.Function):
                 else:
                     gC[:, i].addcmul_(s, C[:, j])
                     gC[:, j].addcmul_(s, C[:, i])
-        gW = g0 @ xn
-        for r, a in enumerate(axes):
-            gW[:, a].add_(gC[:, r] * scale[a])
-        gb = g0.sum(1) if has_bias else None
-        return None, None, gW, gb, None, None, None
+        return g0, gC, None, None
 
 
 def _dense(S: Tensor, W: Tensor, b: Tensor | None, act: str, plan: Plan) -> Tensor:
@@ -225,9 +219,25 @@ def _dense(S: Tensor, W: Tensor, b: Tensor | None, act: str, plan: Plan) -> Tens
 
 
 def _input_dense(
-    xn: Tensor, scale: Tensor, W: Tensor, b: Tensor | None, act: str, plan: Plan
+    xn: Tensor,
+    scale: Tensor,
+    W: Tensor,
+    b: Tensor | None,
+    act: str,
+    plan: Plan,
+    memo: dict | None = None,
 ) -> Tensor:
-    return _JetInputDense.apply(xn, scale, W, b, act, plan.axes, plan.pair_firsts)
+    """The first layer's jet; its pre-activation comes from `memo` when a jet at the same
+    points (and parameters) computed it."""
+    key = ("z0", id(W))
+    z0 = None if memo is None else memo.get(key)
+    if z0 is None:
+        z0 = W @ xn.T if b is None else torch.addmm(b[:, None], W, xn.T)
+        if memo is not None:
+            memo[key] = z0
+    axes = list(plan.axes)
+    C = W[:, axes] * scale[axes]  # [w, k]: column r is c_{axes[r]}
+    return _JetInputDense.apply(z0, C, act, plan.pair_firsts)
 
 
 def _mul(a: Tensor, b: Tensor, plan: Plan) -> Tensor:
@@ -255,11 +265,16 @@ def supports(model: nn.Module) -> bool:
     )
 
 
-def jet_forward(net: Net, x: Tensor, plan: Plan) -> Tensor:
+def jet_forward(net: Net, x: Tensor, plan: Plan, memo: dict | None = None) -> Tensor:
     """The jet `[k, plan.rows, N]` of `net` at raw points `x` `[N, d]`: values in row 0, then
-    the planned derivatives with respect to the raw coordinates."""
+    the planned derivatives with respect to the raw coordinates.
+
+    `memo`: a dict shared by jets of other plans at the same points and parameters (one
+    `Fields`), which then share the parts that do not depend on the plan: the normalised
+    inputs, the first layer's pre-activation (computed once, with one weight gradient), the
+    trial inputs."""
     if isinstance(net, OutputTransform):
-        return transform_jet(net, jet_forward(net.net, x, plan), x, plan)
+        return transform_jet(net, jet_forward(net.net, x, plan, memo), x, plan, memo)
     if isinstance(net, PIGNet):  # the Gaussians' derivatives in closed form, then the MLP
         emb, norm = net.embedding, net.norm
         h = emb.jet(norm(x.detach()), norm.scale, plan.axes, plan.pairs)
@@ -267,16 +282,20 @@ def jet_forward(net: Net, x: Tensor, plan: Plan) -> Tensor:
             h = _dense(h, layer.weight, layer.bias, net.body.activation, plan)
         out = net.body.layers[-1]
         return _dense(h, out.weight, out.bias, "linear", plan)
-    xn, scale = net.norm(x.detach()), net.norm.scale
-    body, act = net.body, net.body.activation
+    xn = None if memo is None else memo.get("xn")
+    if xn is None:
+        xn = net.norm(x.detach())
+        if memo is not None:
+            memo["xn"] = xn
+    scale, body, act = net.norm.scale, net.body, net.body.activation
     h = None
     if net.features is not None:
         B = net.features.B.T
-        h = torch.cat([_input_dense(xn, scale, B, None, f, plan) for f in ("cos", "sin")])
+        h = torch.cat([_input_dense(xn, scale, B, None, f, plan, memo) for f in ("cos", "sin")])
 
     def dense(layer: nn.Linear) -> Tensor:
         if h is None:  # the first layer sees the coordinates themselves
-            return _input_dense(xn, scale, layer.weight, layer.bias, act, plan)
+            return _input_dense(xn, scale, layer.weight, layer.bias, act, plan, memo)
         return _dense(h, layer.weight, layer.bias, act, plan)
 
     if isinstance(body, MLP):
@@ -369,6 +388,7 @@ class SampledLaplacianFields(Fields):
         )
         self._net = model
         self._graph = graph
+        self._memo: dict = {}  # what every jet at these points shares (`jet_forward`)
 
     def _diagonal(self, name: str, axes: Sequence[str]) -> list[Tensor]:
         wanted = [self._axis(a) for a in axes]
@@ -379,7 +399,7 @@ class SampledLaplacianFields(Fields):
             for lo in range(0, len(idx), self.AXES_PER_JET):
                 block = idx[lo : lo + self.AXES_PER_JET]
                 plan = Plan(tuple(block), tuple((i, i) for i in block))
-                jet = jet_forward(self._net, self.points, plan)  # type: ignore[arg-type]
+                jet = jet_forward(self._net, self.points, plan, self._memo)  # type: ignore[arg-type]
                 second.update({i: jet[field, plan.row([i, i])] for i in block})
         return [second[i] for i in wanted]
 

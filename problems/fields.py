@@ -141,7 +141,9 @@ class Fields:
         if name not in self._gradients:
             self._gradients[name] = self._backward(self[name])
         g = self._gradients[name]
-        return g if idx == list(range(len(self.axes))) else g[:, idx]
+        if idx == list(range(idx[0], idx[0] + len(idx))):  # a run of axes: a view, no copy
+            return g[:, idx[0] : idx[0] + len(idx)]
+        return g[:, idx]
 
     def laplacian(
         self, name: str, axes: Sequence[str] | None = None, weights: Tensor | None = None
