@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -239,3 +240,53 @@ def test_bad_checkpoint_settings_are_refused_naming_the_key(tmp_path):
                    output_dir=tmp_path / "b")  # fmt: skip
     assert rec["status"] == "failed" and "checkpoint.resume_from" in rec["message"]
 
+
+@pytest.mark.slow
+def test_bench_sync_logs_an_offline_run_like_a_live_one(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    cell = ["+method=pinn", "+problem=burgers", *SHORT]
+    nowhere = "tracking.uri=http://127.0.0.1:9"  # nothing listens there: "tracking off"
+    r = run_bench(*cell, nowhere, f"hydra.run.dir={tmp_path / 'off'}", cwd=tmp_path,
+                  env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})  # fmt: skip
+    assert r.returncode == 0 and "tracking off" in r.stdout, r.stdout + r.stderr
+    r = run_bench(*cell, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'live'}",
+                  cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    sync = [sys.executable, "-m", "bench.sync", "--tracking-uri", uri]  # = bench-sync
+    s = subprocess.run([*sync, str(tmp_path / "off")], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=300)  # fmt: skip
+    assert s.returncode == 0 and "logged as run" in s.stdout, s.stdout + s.stderr
+
+    client = MlflowClient(uri)
+    runs = {Path(x.data.tags["run_dir"]).name: x for x in _runs(tmp_path / "store.db")}
+    live, synced = runs["live"], runs["off"]
+    assert synced.info.run_name == live.info.run_name and synced.info.status == "FINISHED"
+    volatile = ("tracking.",)
+    same = lambda d: {k: v for k, v in d.items() if not k.startswith(volatile)}  # noqa: E731
+    assert same(synced.data.params) == same(live.data.params)
+    assert set(synced.data.tags) - {"physbench.sync_id", "physbench.synced_from"} == set(
+        live.data.tags
+    )
+    for key in ("method", "problem", "seed", "budget", "status", "physbench.config_hash"):
+        assert synced.data.tags[key] == live.data.tags[key], key
+    assert synced.data.metrics.keys() == live.data.metrics.keys()
+    assert synced.data.metrics["steps"] == live.data.metrics["steps"]
+    for key in ("eval/rel_l2", "train/loss"):
+        steps = [[m.step for m in client.get_metric_history(x.info.run_id, key)]
+                 for x in (synced, live)]  # fmt: skip
+        assert steps[0] == steps[1] and steps[0], key
+
+    def artifacts(rid: str, path: str | None = None) -> set[str]:
+        out = set()
+        for a in client.list_artifacts(rid, path):
+            out |= artifacts(rid, a.path) if a.is_dir else {a.path}
+        return out
+
+    assert artifacts(synced.info.run_id) == artifacts(live.info.run_id)
+
+    from bench.sync import main as sync_main
+
+    assert sync_main(["--tracking-uri", uri, str(tmp_path / "off")]) == 1  # not twice
+    assert sync_main(["--tracking-uri", uri, str(tmp_path / "live")]) == 1  # logged live
+    assert sync_main(["--tracking-uri", uri, str(tmp_path)]) == 1  # not a run directory
+    assert len(_runs(tmp_path / "store.db")) == 2
