@@ -11,6 +11,7 @@ directory on `checkpoint.every`'s schedule, and continues one from `resume_from`
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import random
 import resource
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from bench.checkpoint import Checkpoints, every_seconds
+from bench.checkpoint import NAME, PREVIOUS, Checkpoints, every_seconds
 from bench.console import RunProgress, console
 from bench.monitor import Monitor
 from bench.outputs import write_outputs
@@ -223,6 +224,8 @@ def _checkpoints(
     ckpt = cfg.get("checkpoint") or {}
     every = every_seconds(ckpt.get("every"), budget.seconds)
     src = resume_from or (Path(str(ckpt.resume_from)) if ckpt.get("resume_from") else None)
+    if src is None and _requeued() and ((out_dir / NAME).exists() or (out_dir / PREVIOUS).exists()):
+        src = out_dir
     if every is None and src is None:
         return None
     identity = {"code_version": record["code_version"], "config_hash": record["config_hash"]}
@@ -274,6 +277,14 @@ def _config_hash(cfg: DictConfig, method: str, problem: str) -> str:
         return config_hash(cfg, method, problem)
     except Exception:  # a config that does not resolve: the run fails on it with a message
         return "unresolved"
+
+
+def _requeued() -> bool:
+    """A job that SLURM requeued, e.g. after a preemption: submitit's `checkpoint` hook, which
+    Hydra's submitit launcher implements by resubmitting the same job, starts it again in the
+    same directory, where it continues its own checkpoint."""
+    count = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return count.isdigit() and int(count) > 0
 
 
 def _start_tracking(

@@ -290,3 +290,40 @@ def test_bench_sync_logs_an_offline_run_like_a_live_one(tmp_path):
     assert sync_main(["--tracking-uri", uri, str(tmp_path / "live")]) == 1  # logged live
     assert sync_main(["--tracking-uri", uri, str(tmp_path)]) == 1  # not a run directory
     assert len(_runs(tmp_path / "store.db")) == 2
+
+
+def test_stale_runs_are_told_from_live_ones():
+    """Owner tags as runs record them: a dead process on this host or an old heartbeat
+    anywhere makes a RUNNING run stale; this process with a fresh heartbeat does not."""
+    import socket
+
+    from bench.stale import STALE_AFTER, sweep
+    from bench.tracking import HEARTBEAT_TAG, HOST_TAG, PID_TAG, owner_tags
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.create_experiment(f"stale-{time.time_ns()}")
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: its pid is gone
+    old = f"{time.time() - STALE_AFTER - 60:.0f}"
+    owners = {
+        "live": owner_tags(),
+        "dead": {**owner_tags(), PID_TAG: str(gone.pid)},
+        "elsewhere": {HOST_TAG: socket.gethostname() + "-other", PID_TAG: "1", HEARTBEAT_TAG: old},
+        "elsewhere-fresh": {**owner_tags(), HOST_TAG: "other", PID_TAG: "1"},
+    }
+    ids = {name: client.create_run(exp, tags=tags).info.run_id for name, tags in owners.items()}
+    marked = {run.info.run_id for run, _ in sweep(client, [exp], "a test")}
+    assert marked == {ids["dead"], ids["elsewhere"]}
+    assert client.get_run(ids["elsewhere"]).data.tags[REASON_TAG].startswith("stale: no heartbeat")
+    assert client.get_run(ids["live"]).info.status == "RUNNING"
+
+
+def test_a_requeued_slurm_job_continues_its_own_checkpoint(tmp_path, monkeypatch):
+    """SLURM sets SLURM_RESTART_COUNT in a requeued job (submitit's preemption hook requeues
+    it into the same directory): the run continues the checkpoint it left there."""
+    base = [*SHORT, "tracking.enabled=false", EVERY_STEP]
+    first = run_cell("pinn", "burgers", overrides=base, output_dir=tmp_path)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    again = run_cell("pinn", "burgers", overrides=base, output_dir=tmp_path)
+    assert again["resumed_from"] == str(tmp_path / NAME)
+    assert again["metrics"]["rel_l2"] == first["metrics"]["rel_l2"]
