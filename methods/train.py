@@ -218,7 +218,11 @@ class StepTrainer(ABC):
         self.adam_steps = int(state["adam_steps"])
         self.lbfgs_iters = int(state["lbfgs_iters"])
         self.evals = int(state["evals"])
-        self._cache = [(x, float(v), list(g), dict(s)) for x, v, g, s in state["cache"]]
+        like = self.params[0]  # a checkpoint is read onto the CPU
+        self._cache = [
+            (x.to(like.device), float(v), [t.to(like.device) for t in g], dict(s))
+            for x, v, g, s in state["cache"]
+        ]
         self.load_extra_state(state["extra"])
 
 
