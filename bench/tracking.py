@@ -100,18 +100,28 @@ def git_info() -> dict[str, str]:
     return {"git_commit": commit, "git_dirty": dirty}
 
 
+CODE_PATHS = ("bench", "methods", "problems", "core", "conf", "pyproject.toml")
+
+
 def code_version() -> str:
-    """The commit, and for a dirty work tree `<commit>+dirty.<hash of the diff>`: two runs of
-    the same uncommitted edits share a version, any other edit makes another one."""
+    """The commit, and for a dirty work tree `<commit>+dirty.<hash of the diff>` over the code
+    (`CODE_PATHS`: an edit of the README or a test changes no result): two runs of the same
+    uncommitted edits share a version, any other edit of the code makes another one."""
     info = git_info()
     if info["git_dirty"] != "true":
         return info["git_commit"]
     try:
         diff = subprocess.run(
-            ["git", "diff", "HEAD"], cwd=REPO, capture_output=True, timeout=30, check=True
+            ["git", "diff", "HEAD", "--", *CODE_PATHS],
+            cwd=REPO,
+            capture_output=True,
+            timeout=30,
+            check=True,
         ).stdout
     except Exception:
         return f"{info['git_commit']}+dirty"
+    if not diff:  # edits outside the code only
+        return info["git_commit"]
     return f"{info['git_commit']}+dirty.{hashlib.sha256(diff).hexdigest()[:12]}"
 
 
