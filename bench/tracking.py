@@ -89,7 +89,15 @@ def git_info() -> dict[str, str]:
 
     def git(*args: str) -> str:
         return subprocess.run(
-            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+            # no optional locks: `status` would otherwise refresh the index under index.lock,
+            # and a run killed meanwhile (SIGKILL) would leave the lock behind for every git
+            # command after it
+            ["git", "--no-optional-locks", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
 
     try:
@@ -112,7 +120,7 @@ def code_version() -> str:
         return info["git_commit"]
     try:
         diff = subprocess.run(
-            ["git", "diff", "HEAD", "--", *CODE_PATHS],
+            ["git", "--no-optional-locks", "diff", "HEAD", "--", *CODE_PATHS],
             cwd=REPO,
             capture_output=True,
             timeout=30,
