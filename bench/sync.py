@@ -48,6 +48,8 @@ def sync_id(record: dict[str, Any]) -> str:
 
 def _record(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "metrics.json"
+    if not run_dir.is_dir():
+        raise SyncError(f"{run_dir}: no such directory")
     if not path.is_file():
         raise SyncError(
             f"{run_dir}: no metrics.json, so not a run directory; give the directory a run "
