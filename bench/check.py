@@ -743,6 +743,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         baselines = read_baselines(args.baselines)
     elif not (args.results or args.no_run):
         tasks = tasks_for(gate, grid, args.out, variant, args.seeds, args.track)
+        if args.track:  # the store it logs to: runs killed earlier become KILLED, not RUNNING
+            from bench.stale import sweep_store
+            from bench.tracking import resolve_uri
+
+            for line in sweep_store(resolve_uri(None), None, "bench-check"):
+                say(line)
         why = variant.runnable()
         if why:
             say(f"variant {variant.name}: cannot run here ({why})")

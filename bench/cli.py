@@ -15,6 +15,7 @@ from omegaconf import DictConfig, open_dict
 
 from bench.console import console, print_summary
 from bench.registry import CONF_DIR, methods, problems, yaml_options
+from bench.resume import RERUN_TAG, decide, record_skip
 from bench.run import EXIT, execute
 
 
@@ -46,9 +47,16 @@ def task(cfg: DictConfig) -> int:
     with open_dict(cfg):
         cfg.pop("hydra", None)
     job = hc.job.num if multirun else None
-    record = execute(
-        cfg, method, problem, hc.runtime.output_dir, choices.get("budget", "custom"), job
-    )
+    budget = choices.get("budget", "custom")
+    resume_from, tags = None, {}
+    if cfg.get("resume") is True:
+        decision = decide(cfg, method, problem, budget)
+        console.print(decision.message, markup=False)
+        if decision.skip:
+            record_skip(cfg, job, decision, f"{method}/{problem}/{cfg.seed}")
+            return 0
+        resume_from, tags = decision.checkpoint_dir, {RERUN_TAG: decision.reason[:5000]}
+    record = execute(cfg, method, problem, hc.runtime.output_dir, budget, job, resume_from, tags)
     if record["status"] != "not_applicable":
         print_summary(record)
     code = EXIT[record["status"]]

@@ -6,6 +6,12 @@ evaluations, evaluates the latest predictor on the reference (or the operator te
 split) every `eval_every` steps, records
 one curve row per evaluation, and tells the method to stop when a cap is hit or the loss is no
 longer finite. Observers (progress display, MLflow) get every curve row as it is written.
+
+With `checkpoints` set (`bench.checkpoint.Checkpoints`), the state a method registers with
+`checkpoint` is saved on that schedule at the end of a `report` call, with the monitor's own
+counters and the random states; a run that continues an earlier one gets them back when the
+method registers, and the training clock, steps, evaluations and curve go on from there.
+Saving is harness time, like evaluation: it is not charged to training (`checkpoint_seconds`).
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.checkpoint import Checkpoints, rng_state, set_rng_state
 from core import metrics
-from methods.base import Budget, Predictor
+from methods.base import Budget, Checkpointable, Predictor
 from problems.base import Reference
 
 Row = dict[str, float]
@@ -66,6 +73,8 @@ class Monitor:
         self.train_seconds = 0.0  # `seconds` when fit returned (set by the harness)
         self._t0: float | None = None
         self._last_eval_step = -1
+        self.checkpoints: Checkpoints | None = None
+        self._state: Checkpointable | None = None
 
     # -- clock ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -115,7 +124,67 @@ class Monitor:
         if reason:
             self.stop_reason = reason
             return True
+        if self.checkpoints is not None:
+            if self._state is None:
+                self.checkpoints.unsupported()
+            elif self.checkpoints.due():
+                self._save()
         return False
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def checkpoint(self, state: Checkpointable) -> int:
+        """Register the method's state (the Report protocol); when this run continues an
+        earlier one, restore it, the counters and the random states, and return the step to
+        continue after (0: a fresh start)."""
+        if self._t0 is None:
+            self.start()
+        self._state = state
+        payload = None if self.checkpoints is None else self.checkpoints.load()
+        if payload is None:
+            return 0
+        state.load_state_dict(payload["method"])
+        self._restore(payload["monitor"])
+        set_rng_state(payload["rng"])
+        if self.checkpoints.every is not None:  # this run's own directory continues the chain
+            self._save()
+        return self.step
+
+    def _save(self) -> None:
+        assert self.checkpoints is not None and self._state is not None
+        t = time.perf_counter()
+        counters = {
+            "step": self.step,
+            "evals": self.evals,
+            "seconds": self.seconds,
+            "eval_seconds": self.eval_seconds,
+            "excluded": dict(self.excluded),
+            "curve": list(self.curve),
+            "scalars": dict(self.scalars),
+            "last_eval_step": self._last_eval_step,
+        }
+        self.checkpoints.save(
+            {"method": self._state.state_dict(), "monitor": counters, "rng": rng_state()}
+        )
+        self.exclude("checkpoint", time.perf_counter() - t)
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        """Continue the counters of a checkpoint: training seconds go on from its value (the
+        clock's origin moves back by what it had counted), the curve rows it holds are
+        passed to the observers again (this run's log starts complete)."""
+        excluded = {k: float(v) for k, v in saved["excluded"].items()}
+        shift = float(saved["seconds"]) + float(saved["eval_seconds"]) + sum(excluded.values())
+        assert self._t0 is not None
+        self._t0 -= shift
+        self.eval_seconds += float(saved["eval_seconds"])
+        for k, v in excluded.items():
+            self.excluded[k] = self.excluded.get(k, 0.0) + v
+        self.step, self.evals = int(saved["step"]), int(saved["evals"])
+        self.scalars = dict(saved["scalars"])
+        self._last_eval_step = int(saved["last_eval_step"])
+        self.curve = [dict(r) for r in saved["curve"]]
+        for row in self.curve:
+            for obs in self.observers:
+                obs(row)
 
     def fraction_used(self) -> float:
         """The largest fraction of any cap used so far (drives the progress bar and ETA)."""

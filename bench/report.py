@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bench.stale import sweep_store
 from bench.tracking import PARENT_TAG, REPO, resolve_uri
 
 KEYS = ["problem", "method", "budget", "variant"]
@@ -76,8 +77,10 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 def select_runs(
     df: pd.DataFrame, budget: str | None = None, tags: Mapping[str, str] | None = None
 ) -> pd.DataFrame:
-    """Cells only (no parent runs, no foreign runs), filtered; the latest run of each seed wins."""
+    """Cells only (no parent runs, no foreign runs, no run still running: it has no status yet),
+    filtered; the latest run of each seed wins."""
     keep = ~df["is_parent"].astype(bool) & df["method"].notna() & df["problem"].notna()
+    keep &= df["status"].notna()
     if budget is not None:
         keep &= df["budget"] == budget
     for k, v in (tags or {}).items():
@@ -317,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     uri = resolve_uri(args.tracking_uri)
     experiments = None if args.all_experiments else (args.experiment or ["physbench"])
     statuses = [s.strip() for s in args.status.split(",") if s.strip()]
+    for line in sweep_store(uri, experiments, "bench-report"):  # stale runs: KILLED
+        console.print(escape(f"bench-report: {line}"))
     try:
         client, df = load_runs(uri, experiments)
     except StoreError as e:

@@ -3,17 +3,20 @@ score → write → log.
 
 `execute` is the whole run for a composed config; `run_cell` composes the config the way the
 CLI does and calls it, for tests, notebooks and `bench-check`. `metrics.json` is written on
-every path out of `execute`, including failures and Ctrl-C.
+every path out of `execute`, including failures and Ctrl-C. A run saves checkpoints into its
+directory on `checkpoint.every`'s schedule, and continues one from `resume_from` (given by
+`bench.resume`) or `checkpoint.resume_from` (`bench.checkpoint`).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import random
 import resource
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +24,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from bench.checkpoint import NAME, PREVIOUS, Checkpoints, every_seconds
 from bench.console import RunProgress, console
 from bench.monitor import Monitor
 from bench.outputs import write_outputs
 from bench.registry import CONF_DIR, build_method, build_problem
+from bench.resume import RESUMED_TAG, config_hash
 from bench.scoring import Scorer, make_scorer
-from bench.tracking import Tracker, git_info
+from bench.tracking import CODE_TAG, CONFIG_TAG, Tracker, code_version, git_info
 from methods.base import Budget, Method
 from problems.base import ConfigError, Problem
 
@@ -76,8 +81,18 @@ def validate(
         raise ConfigError(f"threads must be a positive integer or null, got {threads!r}")
     if cfg.get("progress") not in ("auto", "bar", "lines", "off"):
         raise ConfigError(f"progress must be auto, bar, lines or off, got {cfg.get('progress')!r}")
+    if not isinstance(cfg.get("resume", False), bool):
+        raise ConfigError(f"resume must be true or false, got {cfg.get('resume')!r}")
     budget_cfg = OmegaConf.to_container(cfg.budget, resolve=True)
     budget = Budget.from_dict(dict(budget_cfg), name=budget_name)
+    ckpt = cfg.get("checkpoint") or {}
+    every_seconds(ckpt.get("every"), budget.seconds)  # refuses a bad value, naming the key
+    src = ckpt.get("resume_from")
+    if src is not None and not Path(str(src)).is_dir():
+        raise ConfigError(
+            f"checkpoint.resume_from={src!r} is not a directory; give the run directory of an "
+            "earlier run of this cell (the one holding checkpoint.pt), or null"
+        )
     return pick_device(str(cfg.device), job), DTYPES[cfg.dtype], budget  # type: ignore[return-value]
 
 
@@ -110,11 +125,15 @@ def execute(
     out_dir: Path,
     budget_name: str = "custom",
     job: int | None = None,
+    resume_from: Path | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run one cell for a composed config (module doc); return (and write) its record. `job` is
-    the job's number in a multirun, None for a single run."""
+    the job's number in a multirun, None for a single run; `resume_from` a run directory whose
+    checkpoint this run continues; `tags` extra MLflow tags."""
     out_dir = Path(out_dir).resolve()
     record = _new_record(cfg, method_name, problem_name, budget_name, out_dir)
+    record["tags"] = dict(tags or {})
     tcfg = cfg.get("tracking", {})
     tracker = Tracker(
         tcfg.get("uri"), tcfg.get("experiment", "physbench"), tcfg.get("enabled", True)
@@ -145,6 +164,7 @@ def execute(
                              int(cfg.eval.residual_points), int(cfg.seed), device)  # fmt: skip
         title = f"{method_name} × {problem_name} (seed {cfg.seed}, {budget_name})"
         monitor = Monitor(budget, scorer.curve_score, [lambda row: _log_row(tracker, row)])
+        monitor.checkpoints = _checkpoints(cfg, record, budget, out_dir, resume_from)
         predictor = _fit(method, problem, budget, monitor, title, mode, device)
         record["metrics"] = scorer.final(predictor) | _costs(monitor, predictor, device)
         record["stop_reason"] = monitor.stop_reason
@@ -185,28 +205,94 @@ def _new_record(
         "run_dir": str(out_dir),
         "mlflow_run_id": None,
         **git_info(),
+        "code_version": code_version(),
+        "config_hash": _config_hash(cfg, method, problem),
+        "torch_version": torch.__version__,
+        "cuda_version": str(torch.version.cuda),
+        "tags": {},
     }
+
+
+def _checkpoints(
+    cfg: DictConfig,
+    record: dict[str, Any],
+    budget: Budget,
+    out_dir: Path,
+    resume_from: Path | None,
+) -> Checkpoints | None:
+    """The run's checkpoint schedule and source (`checkpoint.*`); None when neither is set."""
+    ckpt = cfg.get("checkpoint") or {}
+    every = every_seconds(ckpt.get("every"), budget.seconds)
+    src = resume_from or (Path(str(ckpt.resume_from)) if ckpt.get("resume_from") else None)
+    if src is None and _requeued() and ((out_dir / NAME).exists() or (out_dir / PREVIOUS).exists()):
+        src = out_dir
+    if every is None and src is None:
+        return None
+    identity = {"code_version": record["code_version"], "config_hash": record["config_hash"]}
+    say = lambda line: console.print(line, markup=False)  # noqa: E731
+    return Checkpoints(out_dir, every, identity, src, say)
+
+
+def run_tags(record: Mapping[str, Any]) -> dict[str, str]:
+    """A run's MLflow tags at its start, all read from its record (metrics.json), so that
+    `bench-sync` logs a run afterwards with the same tags as a live one."""
+    return {
+        "method": record["method"],
+        "problem": record["problem"],
+        "budget": record["budget"],
+        "seed": str(record["seed"]),
+        "device": str(record["device"]),
+        "dtype": record["dtype"],
+        **{k: str(v).lower() for k, v in record["precision"].items()},
+        "torch_version": record["torch_version"],
+        "cuda_version": record["cuda_version"],
+        "run_dir": record["run_dir"],
+        **{k: v for k, v in record.items() if k.startswith("git_")},
+        CONFIG_TAG: record["config_hash"],
+        CODE_TAG: record["code_version"],
+        **record.get("tags", {}),
+    }
+
+
+def end_tags(record: Mapping[str, Any]) -> dict[str, str]:
+    """The tags a run gets when it ends."""
+    tags = {"status": record["status"], "stop_reason": record["stop_reason"]}
+    if record.get("resumed_from"):
+        tags[RESUMED_TAG] = record["resumed_from"]
+    return tags
+
+
+def curve_metrics(row: Mapping[str, float]) -> tuple[dict[str, float], int]:
+    """One curve row as MLflow step metrics (`eval/*`, `train/*`) and its step."""
+    values = {
+        ("eval/" if k in ("rel_l2", "seconds") else "train/") + k: v
+        for k, v in row.items()
+        if k != "step"
+    }
+    return values, int(row["step"])
+
+
+def _config_hash(cfg: DictConfig, method: str, problem: str) -> str:
+    try:
+        return config_hash(cfg, method, problem)
+    except Exception:  # a config that does not resolve: the run fails on it with a message
+        return "unresolved"
+
+
+def _requeued() -> bool:
+    """A job that SLURM requeued, e.g. after a preemption: submitit's `checkpoint` hook, which
+    Hydra's submitit launcher implements by resubmitting the same job, starts it again in the
+    same directory, where it continues its own checkpoint."""
+    count = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return count.isdigit() and int(count) > 0
 
 
 def _start_tracking(
     tracker: Tracker, record: dict[str, Any], cfg: DictConfig, out_dir: Path
 ) -> None:
     """Start the MLflow run with the run's tags and its resolved config as params."""
-    tags = {
-        "method": record["method"],
-        "problem": record["problem"],
-        "budget": record["budget"],
-        "seed": str(cfg.seed),
-        "device": str(record["device"]),
-        "dtype": record["dtype"],
-        **{k: str(v).lower() for k, v in record["precision"].items()},
-        "torch_version": torch.__version__,
-        "cuda_version": str(torch.version.cuda),
-        "run_dir": str(out_dir),
-        **{k: v for k, v in record.items() if k.startswith("git_")},
-    }
     name = f"{record['method']}/{record['problem']}/{cfg.seed}"
-    record["mlflow_run_id"] = tracker.start(name, tags)
+    record["mlflow_run_id"] = tracker.start(name, run_tags(record))
     tracker.log_params(OmegaConf.to_container(cfg, resolve=True))
     if tracker.error:
         console.print(f"tracking off: {tracker.error}; results stay in {out_dir}", markup=False)
@@ -269,13 +355,16 @@ def _finish(
     if record["status"] == "not_applicable":
         write_outputs(out_dir, record, None, None, None, False)
         return
+    ckpt = monitor.checkpoints if monitor is not None else None
+    if ckpt is not None and ckpt.loaded_from is not None:
+        record["resumed_from"] = str(ckpt.loaded_from)
     figures = bool(cfg.get("eval", {}).get("figures", True))
     if scorer is not None:
         paths = scorer.write(out_dir, record, monitor, figures)
     else:  # failed before the data were prepared
         paths = write_outputs(out_dir, record, monitor, None, None, figures)
     tracker.log_metrics(record["metrics"], step=record["metrics"].get("steps", 0) or 0)
-    tracker.set_tags({"status": record["status"], "stop_reason": record["stop_reason"]})
+    tracker.set_tags(end_tags(record))
     tracker.log_artifacts(paths + [out_dir / ".hydra"])
     tracker.finish(record["status"])
     if tracker.error and record["mlflow_run_id"]:
@@ -288,12 +377,8 @@ def _section(cfg: DictConfig, key: str) -> dict[str, Any]:
 
 
 def _log_row(tracker: Tracker, row: dict[str, float]) -> None:
-    step = int(row["step"])
-    values = {
-        ("eval/" if k in ("rel_l2", "seconds") else "train/") + k: v
-        for k, v in row.items()
-        if k not in ("step",)
-    }
+    tracker.heartbeat()
+    values, step = curve_metrics(row)
     tracker.log_metrics(values, step=step)
 
 

@@ -11,9 +11,11 @@ reached the run goes on, writes everything locally and says so once.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -27,6 +29,16 @@ from omegaconf import DictConfig
 REPO = Path(__file__).resolve().parents[1]
 PARENT_ENV = "PHYSBENCH_PARENT_RUN_ID"
 PARENT_TAG = "physbench.parent"
+# Who owns a run while it is RUNNING (`bench.stale` reads them): this host, this process, and
+# a heartbeat (unix seconds) refreshed at most every HEARTBEAT_EVERY seconds while it trains.
+HOST_TAG = "physbench.host"
+PID_TAG = "physbench.pid"
+HEARTBEAT_TAG = "physbench.heartbeat"
+HEARTBEAT_EVERY = 60.0
+# What a run computed from (`bench.resume` compares them): the resolved configuration's hash
+# and the code's version (`code_version`).
+CONFIG_TAG = "physbench.config_hash"
+CODE_TAG = "physbench.code_version"
 
 # Fail fast on an unreachable server instead of MLflow's minutes of retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -77,7 +89,15 @@ def git_info() -> dict[str, str]:
 
     def git(*args: str) -> str:
         return subprocess.run(
-            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+            # no optional locks: `status` would otherwise refresh the index under index.lock,
+            # and a run killed meanwhile (SIGKILL) would leave the lock behind for every git
+            # command after it
+            ["git", "--no-optional-locks", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
 
     try:
@@ -86,6 +106,40 @@ def git_info() -> dict[str, str]:
     except Exception:
         return {"git_commit": "unknown", "git_dirty": "unknown"}
     return {"git_commit": commit, "git_dirty": dirty}
+
+
+CODE_PATHS = ("bench", "methods", "problems", "core", "conf", "pyproject.toml")
+
+
+def code_version() -> str:
+    """The commit, and for a dirty work tree `<commit>+dirty.<hash of the diff>` over the code
+    (`CODE_PATHS`: an edit of the README or a test changes no result): two runs of the same
+    uncommitted edits share a version, any other edit of the code makes another one."""
+    info = git_info()
+    if info["git_dirty"] != "true":
+        return info["git_commit"]
+    try:
+        diff = subprocess.run(
+            ["git", "--no-optional-locks", "diff", "HEAD", "--", *CODE_PATHS],
+            cwd=REPO,
+            capture_output=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except Exception:
+        return f"{info['git_commit']}+dirty"
+    if not diff:  # edits outside the code only
+        return info["git_commit"]
+    return f"{info['git_commit']}+dirty.{hashlib.sha256(diff).hexdigest()[:12]}"
+
+
+def owner_tags() -> dict[str, str]:
+    """This process as the owner of a run: host, pid and a fresh heartbeat."""
+    return {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
+        HEARTBEAT_TAG: f"{time.time():.0f}",
+    }
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -138,6 +192,7 @@ class Tracker:
         self.run_id: str | None = None
         self.error: str | None = None
         self._client: Any = None
+        self._beat = 0.0
 
     @property
     def live(self) -> bool:
@@ -160,7 +215,7 @@ class Tracker:
 
             self._client = MlflowClient(tracking_uri=self.uri)
             exp_id = ensure_experiment(self._client, self.experiment, self.uri)
-            all_tags = dict(tags)
+            all_tags = {**owner_tags(), **tags}
             parent = os.environ.get(PARENT_ENV)
             if parent:
                 all_tags["mlflow.parentRunId"] = parent
@@ -168,7 +223,14 @@ class Tracker:
             return run.info.run_id
 
         self.run_id = self._guard("starting the MLflow run", _start)
+        self._beat = time.monotonic()
         return self.run_id
+
+    def heartbeat(self) -> None:
+        """Refresh the run's heartbeat tag, at most every HEARTBEAT_EVERY seconds."""
+        if self.live and time.monotonic() - self._beat >= HEARTBEAT_EVERY:
+            self._beat = time.monotonic()
+            self.set_tags({HEARTBEAT_TAG: f"{time.time():.0f}"})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         if not self.live:

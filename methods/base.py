@@ -24,6 +24,7 @@ from problems.fields import Fields
 
 __all__ = [
     "Budget",
+    "Checkpointable",
     "count_params",
     "FamilyPredictor",
     "Method",
@@ -90,6 +91,17 @@ def count_params(module: torch.nn.Module) -> int:
     return sum(p.numel() * (2 if p.is_complex() else 1) for p in module.parameters())
 
 
+class Checkpointable(Protocol):
+    """Training state a method registers with `report.checkpoint`: `state_dict()` returns
+    everything its loop needs to continue exactly where it was (tensors and plain containers:
+    parameters, optimiser states, counters, generator states, sampled points), and
+    `load_state_dict(state)` puts a returned state back."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 class Report(Protocol):
     """The harness's callback, passed to `Method.fit`.
 
@@ -101,6 +113,11 @@ class Report(Protocol):
     `report.exclude(name, seconds)` declares seconds of one-off preparation inside `fit` that
     are not training (`compile`: `torch.compile`): they leave the training clock and its
     `seconds` cap and are reported as the metric `<name>_seconds`, for every method alike.
+    `report.checkpoint(state)` registers the loop's `Checkpointable` state once, after it is
+    built and before the first step: the harness then saves it on its own schedule (inside
+    `report` calls) and, when the run continues an earlier one, loads it right away and returns
+    the step to continue after (0 for a fresh start). A method that never calls it starts
+    over when resumed.
     """
 
     def __call__(
@@ -115,6 +132,8 @@ class Report(Protocol):
     def evals_left(self) -> int | None: ...
 
     def exclude(self, name: str, seconds: float) -> None: ...
+
+    def checkpoint(self, state: Checkpointable) -> int: ...
 
 
 class Predictor(ABC):

@@ -429,6 +429,15 @@ class Trainer:
             self.w = sol.w.detach()
         return sol
 
+    def state_dict(self) -> dict[str, Any]:
+        """For checkpoints: the two point streams and the training's warm start."""
+        return {"gen": self.gen.get_state(), "eval_gen": self.eval_gen.get_state(), "w": self.w}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["gen"])
+        self.eval_gen.set_state(state["eval_gen"])
+        self.w = state["w"].to(device=self.dev, dtype=self.dt)
+
     def refresh(self) -> None:
         """The predictor's coefficients for the current net, from a solve on fresh points
         (the training's warm start stays: evaluating never changes the training)."""
@@ -488,5 +497,6 @@ def fit_mlp(method: Any, problem: Problem, budget: Budget, report: Report) -> To
         report=report,
         predictor=pred,
         clip=method.clip,
+        extra=tr,
     )
     return pred

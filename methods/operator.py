@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -359,6 +359,14 @@ class Selector:
             }
             self.best = (v, state)
         return v
+
+    def state_dict(self) -> dict[str, Any]:
+        """The best validation score and weights so far, and the last validated step."""
+        return {"best": self.best[0], "weights": self.best[1], "last": self.last}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = (float(state["best"]), state["weights"])
+        self.last = int(state["last"])
 
     def finish(self, step: int) -> None:
         if self.method.select == "val":

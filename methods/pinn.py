@@ -389,6 +389,22 @@ class Trainer(StepTrainer):
         for name in ("terms", "weights", "lam", "sizes", "samplers", "residuals"):
             setattr(self, name, [getattr(self, name)[i] for i in keep])
 
+    # -- checkpoints (methods/train.py) ----------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        """The training points (resampling changes them), the LRA weights, the generators."""
+        return {
+            "batch": [b.detach() for b in self.batch],
+            "lam": list(self.lam),
+            "gen": self.gen.get_state(),
+            "sdgd_gen": self.sdgd_gen.get_state(),
+        }
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.batch = [b.to(device=self.device, dtype=self.dtype) for b in state["batch"]]
+        self.lam = [float(v) for v in state["lam"]]
+        self.gen.set_state(state["gen"])
+        self.sdgd_gen.set_state(state["sdgd_gen"])
+
     # -- loss -------------------------------------------------------------------------------
     def sample(self, adaptive: bool = False) -> list[Tensor]:
         """Fresh training points, one block per loss term; with `adaptive` and the `rad`

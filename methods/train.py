@@ -7,11 +7,18 @@ A method's trainer subclasses `StepTrainer`: it sets `params`, `predictor`, `dty
 trains with Adam. `train(trainer, adam_steps, lbfgs, budget, report)` is the loop every such
 method's `fit` runs: each step is reported, each loss evaluation (L-BFGS line searches
 included) counts against `budget.evals`.
+
+Checkpoints: a trainer is the `Checkpointable` state `train` registers with the harness
+(`report.checkpoint`). `state_dict` holds the parameters, Adam's and L-BFGS's states (its
+curvature pairs and line-search memory), the counters, the cached evaluations L-BFGS re-reads,
+and `extra_state()`: what a trainer adds of its own (sampled points, its generators, loss
+weights). A run resumed from it continues with the same iterates as one never stopped.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -107,18 +114,21 @@ class StepTrainer(ABC):
             self.lbfgs = None  # stalled: forget the curvature pairs and try again
         return None
 
+    def _new_lbfgs(self) -> torch.optim.LBFGS:
+        return torch.optim.LBFGS(
+            self.params,
+            lr=1.0,
+            max_iter=1,
+            max_eval=self.lbfgs_max_eval,
+            tolerance_grad=0.0,
+            tolerance_change=0.0,
+            history_size=self.lbfgs_history,
+            line_search_fn="strong_wolfe",
+        )
+
     def _lbfgs_iteration(self, x0: Tensor, limit: int | None) -> dict[str, float] | None:
         if self.lbfgs is None:
-            self.lbfgs = torch.optim.LBFGS(
-                self.params,
-                lr=1.0,
-                max_iter=1,
-                max_eval=self.lbfgs_max_eval,
-                tolerance_grad=0.0,
-                tolerance_change=0.0,
-                history_size=self.lbfgs_history,
-                line_search_fn="strong_wolfe",
-            )
+            self.lbfgs = self._new_lbfgs()
         start = self._lookup(x0)
         cap = self.lbfgs_max_eval
         if limit is not None:
@@ -172,18 +182,63 @@ class StepTrainer(ABC):
         del self._cache[: -(self.lbfgs_max_eval + 2)]
         return total.detach()
 
+    # -- checkpoints ------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        """A trainer's own state beyond parameters, optimisers and counters (module doc)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Put back what `extra_state` returned."""
+        if state:
+            raise NotImplementedError(f"{type(self).__name__} saved state it cannot load")
+
+    def state_dict(self) -> dict[str, Any]:
+        adam_opt = getattr(self, "adam", None)
+        return {
+            "params": [p.detach() for p in self.params],
+            "adam": None if adam_opt is None else adam_opt.state_dict(),
+            "lbfgs": None if self.lbfgs is None else self.lbfgs.state_dict(),
+            "adam_steps": self.adam_steps,
+            "lbfgs_iters": self.lbfgs_iters,
+            "evals": self.evals,
+            "cache": [list(entry) for entry in self._cache],
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for p, saved in zip(self.params, state["params"], strict=True):
+                p.copy_(saved)
+        if state["adam"] is not None:
+            self.adam.load_state_dict(state["adam"])
+        self.lbfgs = None
+        if state["lbfgs"] is not None:
+            self.lbfgs = self._new_lbfgs()
+            self.lbfgs.load_state_dict(state["lbfgs"])
+        self.adam_steps = int(state["adam_steps"])
+        self.lbfgs_iters = int(state["lbfgs_iters"])
+        self.evals = int(state["evals"])
+        like = self.params[0]  # a checkpoint is read onto the CPU
+        self._cache = [
+            (x.to(like.device), float(v), [t.to(like.device) for t in g], dict(s))
+            for x, v, g, s in state["cache"]
+        ]
+        self.load_extra_state(state["extra"])
+
 
 def train(
     tr: StepTrainer, adam_steps: int, lbfgs: bool, budget: Budget, report: Report
 ) -> Predictor:
     """`adam_steps` Adam steps, then (with `lbfgs`) L-BFGS iterations until the budget is spent
     or L-BFGS can make no further progress; every step reported. Returns the final predictor.
-    The trainer's compilation time is declared to `report` (not training: the README)."""
+    The trainer's compilation time is declared to `report` (not training: the README). The
+    trainer is registered for checkpoints first: a resumed run continues after the step its
+    checkpoint holds, in whichever phase that was."""
+    step = report.checkpoint(tr)
     if tr.compile_seconds:
         report.exclude("compile", tr.compile_seconds)
-    step = 0
     scalars: dict[str, float] = {}
-    for _ in range(adam_steps):
+    for _ in range(max(adam_steps - step, 0)):
         step += 1
         scalars = tr.adam_step()
         if report(step, evals=tr.evals, predictor=tr.predictor, **scalars):

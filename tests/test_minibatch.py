@@ -25,6 +25,9 @@ class _Report:
     def evals_left(self) -> int | None:
         return None
 
+    def checkpoint(self, state) -> int:
+        return 0  # never resumes
+
 
 class _Selector:
     def __init__(self) -> None:
@@ -37,6 +40,12 @@ class _Selector:
 
     def finish(self, step: int) -> None:
         self.finished.append(step)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 def _run(n: int, batch_size: int, stop_at: int, seed: int | None = 0, **kw):
@@ -113,3 +122,42 @@ def test_clip_bounds_the_gradient_norm():
         clip=1.0,
     )  # fmt: skip
     assert torch.allclose(grads[0], torch.tensor([0.6, 0.8]))
+
+
+def test_a_resumed_loop_continues_with_the_same_batches_and_weights(tmp_path):
+    """Checkpoints of the loop (bench.checkpoint through the harness's Monitor): stopped
+    mid-epoch at step 11 and resumed from its step-10 checkpoint, the run ends with the
+    weights of a run never stopped."""
+    from bench.checkpoint import Checkpoints
+    from bench.monitor import Monitor
+    from methods.base import Budget
+
+    x = torch.randn(10, 3, generator=torch.Generator().manual_seed(2))
+    y = x.sum(1, keepdim=True)
+
+    def run(steps: int, out, every=None, src=None):
+        torch.manual_seed(0)
+        model = nn.Linear(3, 1)
+        opt = torch.optim.Adam(model.parameters(), lr=0.05)
+        sched = torch.optim.lr_scheduler.StepLR(opt, 4, 0.5)
+        gen = torch.Generator().manual_seed(1)
+
+        def batch_loss(idx):  # draws from the permutation's generator too
+            noise = 0.01 * torch.randn(len(idx), 1, generator=gen)
+            return (model(x[idx]) - y[idx] - noise).square().mean(), {}
+
+        mon = Monitor(Budget(steps=steps, eval_every=100), lambda p: 0.0)
+        ident = {"code_version": "test", "config_hash": "test"}
+        mon.checkpoints = Checkpoints(out, every, ident, src, say=lambda line: None)
+        mon.start()
+        fit_minibatch(
+            batch_loss, n=10, batch_size=3, gen=gen, model=model, opt=opt, schedule=sched,
+            report=mon, predictor=None,
+        )  # fmt: skip
+        return model.weight.detach().clone(), mon
+
+    full, _ = run(23, tmp_path / "a")
+    run(11, tmp_path / "b", every=1e-9)
+    resumed, mon = run(23, tmp_path / "c", every=1e-9, src=tmp_path / "b")
+    assert mon.checkpoints.loaded_from is not None and mon.step == 23
+    assert torch.equal(full, resumed)

@@ -112,6 +112,9 @@ class Recorder:
     def evals_left(self) -> None:
         return None
 
+    def checkpoint(self, state) -> int:
+        return 0  # never resumes
+
 
 def heldout_error(problem: FakeOperatorProblem, pred: TorchOperatorPredictor) -> float:
     """Mean per-sample rel_l2 of the full rollout on a test set drawn here (as the harness

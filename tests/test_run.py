@@ -168,3 +168,12 @@ def test_only_a_non_finite_loss_is_a_divergence():
     mon = Monitor(Budget(steps=10, eval_every=5), lambda predictor: 0.5)
     assert mon(1, loss=1.0, val_rel_l2=float("inf")) is False and not mon.diverged
     assert mon(2, loss=float("nan")) is True and mon.diverged and mon.stop_reason == "diverged"
+
+
+def test_a_method_without_checkpoints_says_a_resumed_run_starts_over(tmp_path, user_method, capsys):
+    """A method with its own loop that never registers state (report.checkpoint) is rerun from
+    scratch when asked to continue a checkpoint, and the run says so."""
+    resume = f"checkpoint.resume_from={tmp_path}"
+    rec = run_cell(user_method, "burgers", overrides=[*SMOKE, resume], output_dir=tmp_path / "r")
+    assert rec["status"] == "ok" and rec["metrics"]["steps"] == 60
+    assert "saves no checkpoints" in capsys.readouterr().out and "resumed_from" not in rec
