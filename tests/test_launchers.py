@@ -18,11 +18,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench.cli import LAUNCHER_EXTRAS, missing_launcher
-from tests.conftest import run_bench
+from tests.conftest import REPO, run_bench
 
 pytestmark = pytest.mark.slow
 FAST = ["budget=smoke", "budget.steps=20", "budget.eval_every=10", "eval.figures=false"]
 BIN = Path(sys.executable).parent
+VENV = BIN.parent
 
 
 def free_port() -> int:
@@ -132,16 +133,15 @@ def test_submitit_local_grid(tmp_path):
 
 
 def test_many_writers_through_one_tracking_server(tmp_path):
-    """`mlflow server` with a SQLite backend that only it opens, and served artifacts: four
-    jobs at once write through it, none is lost and nothing reports a locked database."""
+    """`make server`: an `mlflow server` with a SQLite backend that only it opens, serving the
+    artifacts. Four jobs at once write through it: none is lost, nothing reports a locked
+    database, and the artifacts land in the server's destination."""
     port = free_port()
     log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "2"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    server = subprocess.Popen(  # `make server`, as a user starts it; setup is done already
+        ["make", "-s", "-o", f"{VENV}/.installed", "server", f"VENV={VENV}", f"PORT={port}",
+         f"SERVER_DIR={tmp_path / 'server'}"],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -175,7 +175,7 @@ def test_many_writers_through_one_tracking_server(tmp_path):
         for c in children:  # artifacts went through the server, to its destination
             assert "metrics.json" in {a.path for a in client.list_artifacts(c.info.run_id)}
             assert c.info.artifact_uri.startswith("mlflow-artifacts:")
-        assert list((tmp_path / "artifacts").rglob("metrics.json"))
+        assert len(list((tmp_path / "server" / "mlartifacts").rglob("metrics.json"))) == 4
     finally:
         stop(server)
         log.close()
