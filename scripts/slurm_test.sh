@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # `make slurm-test`: a 4-job grid through hydra/launcher=submitit_slurm on a real SLURM,
-# a single-node cluster on this host, written to a tracking server (make server); then the
-# check that the four jobs are ok children of one parent run. Opt-in, not in CI: it needs
+# a single-node cluster on this host with its accounting database (slurmdbd on a private
+# MariaDB, so that sacct, which submitit asks for job states, answers), written to a tracking
+# server (make server); then the check that the four jobs are ok children of one parent run. Opt-in, not in CI: it needs
 # root (apt-get, and munged/slurmctld/slurmd run as daemons) on a Debian or Ubuntu host.
 #
-# Everything it starts (munged unless one is already running, slurmctld, slurmd, the
-# tracking server) is stopped at the end; its config, logs and results stay in $SLURM_DIR.
+# Everything it starts (munged unless one is already running, MariaDB, slurmdbd, slurmctld,
+# slurmd, the tracking server) is stopped at the end; its config, logs and results stay in $SLURM_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SLURM_DIR=${SLURM_DIR:-/tmp/physbench-slurm}
 PARTITION=${PARTITION:-physbench}
 PORT=${PORT:-5077}
+DB_PORT=${DB_PORT:-3407}
 BIN=${BIN:-.venv/bin}
 GRID=${GRID:-"+method=pinn +problem=burgers seed=0,1,2,3 budget=smoke eval.figures=false"}
 
@@ -22,19 +24,23 @@ die() { echo "slurm-test: $*" >&2; exit 1; }
 daemons); run it as root on a machine you may change, e.g. a throw-away VM or container"
 [ -x "$BIN/bench" ] || die "no $BIN/bench: run 'make setup' first"
 
-if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
-  command -v apt-get >/dev/null || die "slurmctld/munged are missing and there is no apt-get: \
-install SLURM (slurmctld, slurmd, sbatch) and munge with this system's package manager"
-  say "installing slurm-wlm and munge (apt-get)"
+PACKAGES="slurm-wlm slurmdbd munge mariadb-server"
+if ! command -v slurmctld >/dev/null || ! command -v slurmdbd >/dev/null \
+  || ! command -v munged >/dev/null || ! command -v mariadbd >/dev/null; then
+  command -v apt-get >/dev/null || die "SLURM, munge or MariaDB is missing and there is no \
+apt-get: install $PACKAGES (or their equivalents) with this system's package manager"
+  say "installing $PACKAGES (apt-get)"
   DEBIAN_FRONTEND=noninteractive apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $PACKAGES
 fi
 
 rm -rf "$SLURM_DIR"
-mkdir -p "$SLURM_DIR"/{state,spool,results}
+mkdir -p "$SLURM_DIR"/{state,spool,results,db}
 STARTED=()  # pid files of what this script started; a negative pid names a process group
-cleanup() {
-  for pidfile in "${STARTED[@]}"; do
+cleanup() {  # in the reverse order of starting
+  for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
+    pidfile=${STARTED[i]}
     if [ -f "$pidfile" ]; then
       say "stopping $(basename "$pidfile" .pid) ($(cat "$pidfile"))"
       kill -- "$(cat "$pidfile")" || true
@@ -54,6 +60,21 @@ if ! pgrep -x munged >/dev/null; then
   STARTED+=(/run/munge/munged.pid)
 fi
 munge -n | unmunge >/dev/null || die "munge does not work (see /var/log/munge/munged.log)"
+
+# The accounting database: a MariaDB of its own in $SLURM_DIR, on 127.0.0.1 only.
+chown mysql:mysql "$SLURM_DIR/db"
+mariadb-install-db --user=mysql --datadir="$SLURM_DIR/db/data" \
+  --auth-root-authentication-method=socket >"$SLURM_DIR/db/install.log" 2>&1 \
+  || die "mariadb-install-db failed; see $SLURM_DIR/db/install.log"
+setsid /usr/sbin/mariadbd --user=mysql --datadir="$SLURM_DIR/db/data" \
+  --socket="$SLURM_DIR/db/mysql.sock" --port="$DB_PORT" --bind-address=127.0.0.1 \
+  --pid-file="$SLURM_DIR/db/mariadb.pid" --log-error="$SLURM_DIR/db/mariadb.err" \
+  >>"$SLURM_DIR/db/mariadb.err" 2>&1 &
+STARTED+=("$SLURM_DIR/db/mariadb.pid")
+for _ in $(seq 60); do [ -S "$SLURM_DIR/db/mysql.sock" ] && break; sleep 0.5; done
+mariadb --socket="$SLURM_DIR/db/mysql.sock" -u root -e "CREATE USER 'slurm'@'127.0.0.1' \
+IDENTIFIED BY 'physbench'; GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';" \
+  || die "MariaDB did not start; see $SLURM_DIR/db/mariadb.err"
 
 # slurm.conf for this host: slurmd -C reports its CPUs and memory.
 HOST=$(hostname -s)
@@ -80,11 +101,35 @@ DefMemPerCPU=2048
 ReturnToService=2
 MpiDefault=none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=6819
 $NODE NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODENAME Default=YES MaxTime=INFINITE State=UP
 EOF
 say "slurm.conf for $HOST: $NODE"
+cat >"$SLURM_DIR/slurmdbd.conf" <<EOF
+AuthType=auth/munge
+DbdHost=$HOST
+DbdAddr=127.0.0.1
+DbdPort=6819
+SlurmUser=root
+LogFile=$SLURM_DIR/slurmdbd.log
+PidFile=$SLURM_DIR/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageUser=slurm
+StoragePass=physbench
+StorageLoc=slurm_acct_db
+EOF
+chmod 600 "$SLURM_DIR/slurmdbd.conf"
+
+# slurmdbd reads slurmdbd.conf from the directory of $SLURM_CONF
+/usr/sbin/slurmdbd && STARTED+=("$SLURM_DIR/slurmdbd.pid")
+for _ in $(seq 60); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 1; done
+sacctmgr -n list cluster >/dev/null || die "slurmdbd did not start; see $SLURM_DIR/slurmdbd.log"
+sacctmgr -i add cluster physbench >/dev/null
 
 /usr/sbin/slurmctld -f "$SLURM_CONF" && STARTED+=("$SLURM_DIR/slurmctld.pid")
 /usr/sbin/slurmd -f "$SLURM_CONF" && STARTED+=("$SLURM_DIR/slurmd.pid")
@@ -141,4 +186,14 @@ assert len(parents) == 1 and len(children) == 4 and len(ok) == 4, "expected 4 ok
 assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
 assert len(slurm_ids) == 4, f"expected 4 SLURM jobs, found {slurm_ids}"
 EOF
+# The scheduler's own record: sacct lists the four array tasks as completed.
+ARRAY=$(find "$SLURM_DIR/sweep/.submitit" -mindepth 1 -maxdepth 1 -name "*_*" -printf "%f\n" \
+  | head -1 | cut -d_ -f1)
+for _ in $(seq 30); do
+  STATES=$(sacct -n -X -P -j "$ARRAY" -o JobID,State)
+  [ "$(grep -c "|COMPLETED$" <<<"$STATES")" -eq 4 ] && break
+  sleep 1
+done
+echo "$STATES" | sed 's/^/  sacct: /'
+[ "$(grep -c "|COMPLETED$" <<<"$STATES")" -eq 4 ] || die "sacct does not list 4 completed jobs"
 say "passed"
