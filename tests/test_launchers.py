@@ -140,7 +140,7 @@ def test_many_writers_through_one_tracking_server(tmp_path):
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(  # `make server`, as a user starts it; setup is done already
         ["make", "-s", "-o", f"{VENV}/.installed", "server", f"VENV={VENV}", f"PORT={port}",
-         f"SERVER_DIR={tmp_path / 'server'}"],
+         f"SERVER_DIR={tmp_path / 'server'}", "SERVER_ARGS=--workers 2"],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
