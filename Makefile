@@ -51,7 +51,7 @@ server: setup
 
 # Opt-in, as root: a single-node SLURM on this host and a 4-job grid through it.
 slurm-test: setup
-	scripts/slurm_test.sh
+	VENV=$(VENV) scripts/slurm_test.sh
 
 report: setup
 	$(BIN)/bench-report

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # `make slurm-test`: a 4-job grid through hydra/launcher=submitit_slurm on a real SLURM,
 # a single-node cluster on this host with its accounting database (slurmdbd on a private
-# MariaDB, so that sacct, which submitit asks for job states, answers), written to a tracking
-# server (make server); then the check that the four jobs are ok children of one parent run. Opt-in, not in CI: it needs
-# root (apt-get, and munged/slurmctld/slurmd run as daemons) on a Debian or Ubuntu host.
+# MariaDB, so that sacct, which submitit asks for job states, answers), written to a
+# tracking server (make server); then the check that the four jobs are ok children of one
+# parent run. Opt-in, not in CI: it needs root (apt-get, and munged/slurmctld/slurmd run as
+# daemons) on a Debian or Ubuntu host.
 #
 # Everything it starts (munged unless one is already running, MariaDB, slurmdbd, slurmctld,
-# slurmd, the tracking server) is stopped at the end; its config, logs and results stay in $SLURM_DIR.
+# slurmd, the tracking server) is stopped at the end; its config, logs and results stay in
+# $SLURM_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +16,8 @@ SLURM_DIR=${SLURM_DIR:-/tmp/physbench-slurm}
 PARTITION=${PARTITION:-physbench}
 PORT=${PORT:-5077}
 DB_PORT=${DB_PORT:-3407}
-BIN=${BIN:-.venv/bin}
+VENV=${VENV:-.venv}
+BIN=$VENV/bin
 GRID=${GRID:-"+method=pinn +problem=burgers seed=0,1,2,3 budget=smoke eval.figures=false"}
 
 say() { echo "slurm-test: $*"; }
@@ -44,6 +47,10 @@ cleanup() {  # in the reverse order of starting
     if [ -f "$pidfile" ]; then
       say "stopping $(basename "$pidfile" .pid) ($(cat "$pidfile"))"
       kill -- "$(cat "$pidfile")" || true
+      for _ in $(seq 20); do  # until it (or its whole group) has gone
+        kill -0 -- "$(cat "$pidfile")" 2>/dev/null || break
+        sleep 0.5
+      done
     fi
   done
 }
@@ -143,8 +150,10 @@ sinfo
 
 # The tracking server every job writes to, as on a cluster.
 # In a session of its own, so that stopping its process group stops the server's workers too.
-setsid make --no-print-directory -o "$BIN/../.installed" server HOST=127.0.0.1 PORT="$PORT" \
-  SERVER_DIR="$SLURM_DIR/results" >"$SLURM_DIR/server.log" 2>&1 &
+# -o: set-up is done (checked above, or by make slurm-test); its stamp, spelt as the Makefile
+# spells it, is not to be remade here.
+setsid make --no-print-directory -o "$VENV/.installed" server VENV="$VENV" HOST=127.0.0.1 \
+  PORT="$PORT" SERVER_DIR="$SLURM_DIR/results" >"$SLURM_DIR/server.log" 2>&1 &
 echo "-$!" >"$SLURM_DIR/server.pid"
 STARTED+=("$SLURM_DIR/server.pid")
 for _ in $(seq 120); do
