@@ -11,17 +11,22 @@ TORCH_SPEC ?= torch==2.13.0
 # `make setup TORCH_INDEX=https://download.pytorch.org/whl/cu<version>`.
 TORCH_INDEX ?= $(if $(shell nvidia-smi -L 2>/dev/null | grep '^GPU'),,https://download.pytorch.org/whl/cpu)
 CHECK_ARGS ?=
+# `make server`: the tracking server for many writers (README, "On a cluster").
+HOST       ?= 127.0.0.1
+PORT       ?= 5000
+SERVER_DIR ?= $(CURDIR)/results/server
+SERVER_ARGS ?=
 STAMP  := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: setup bench test ui report check lint format clean
+.PHONY: setup bench test ui server slurm-test report check lint format clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev,launchers]"
+	$(BIN)/pip install -q -e ".[dev,launchers,ray]"
 	touch $(STAMP)
 
 bench: setup
@@ -33,6 +38,20 @@ test: setup
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/results/mlflow.db \
 		--default-artifact-root $(CURDIR)/results/mlartifacts --port 5000
+
+# One process owns the store (a SQLite file on this host's local disk) and serves the
+# artifacts, so jobs anywhere write over HTTP and none opens the database itself.
+# For a cluster: HOST=0.0.0.0, and SERVER_ARGS="--allowed-hosts <this-host>:$(PORT)" when jobs
+# use the host's name (MLflow answers localhost and private IPs by default).
+server: setup
+	mkdir -p $(SERVER_DIR)
+	$(BIN)/mlflow server --host $(HOST) --port $(PORT) \
+		--backend-store-uri sqlite:///$(abspath $(SERVER_DIR))/mlflow.db \
+		--artifacts-destination $(abspath $(SERVER_DIR))/mlartifacts $(SERVER_ARGS)
+
+# Opt-in, as root: a single-node SLURM on this host and a 4-job grid through it.
+slurm-test: setup
+	VENV=$(VENV) scripts/slurm_test.sh
 
 report: setup
 	$(BIN)/bench-report

@@ -7,6 +7,7 @@ bench -m +method=pinn +problem=burgers seed=0,1,2 budget=smoke
 from __future__ import annotations
 
 import sys
+import warnings
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -96,7 +97,40 @@ def sweep_safe(args: list[str]) -> list[str]:
     return out
 
 
+# The launchers of optional extras: the plugin's module and the extra that installs it.
+LAUNCHER_EXTRAS = {
+    "ray": ("hydra_plugins.hydra_ray_launcher", "ray"),
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "launchers"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "launchers"),
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "launchers"),
+}
+
+
+def missing_launcher(args: list[str]) -> str | None:
+    """The install line for a `hydra/launcher=<name>` whose plugin is not installed."""
+    import importlib.util
+
+    for a in args:
+        key, _, name = a.partition("=")
+        if key.lstrip("+~") == "hydra/launcher" and name in LAUNCHER_EXTRAS:
+            module, extra = LAUNCHER_EXTRAS[name]
+            if importlib.util.find_spec(module) is None:
+                return (
+                    f"hydra/launcher={name} needs the optional extra '{extra}', which is not "
+                    f"installed: .venv/bin/pip install -e '.[{extra}]'"
+                )
+    return None
+
+
 def main() -> None:
     """The console script: `bench [overrides]` (see the module doc)."""
     sys.argv = [sys.argv[0], *sweep_safe(sys.argv[1:])]
+    if problem := missing_launcher(sys.argv[1:]):
+        console.print(problem, markup=False)
+        sys.exit(2)
+    # conf/hydra/launcher/ray.yaml replaces the Ray plugin's config of the same name on
+    # purpose (see that file); Hydra validates it against the plugin's schema and says so.
+    warnings.filterwarnings(
+        "ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema"
+    )
     _hydra_main()

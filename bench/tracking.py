@@ -316,6 +316,13 @@ class MultirunParent(Callback):
         else:
             print(f"physbench: MLflow parent run not created ({tracker.error})")
 
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # In the job's own process. A job on another machine (a Ray worker, a SLURM node) does
+        # not inherit the launcher's environment, but it gets this callback, pickled with the
+        # parent's id; a reused worker process must not keep an earlier multirun's id.
+        if self.run_id:
+            os.environ[PARENT_ENV] = self.run_id
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.run_id:
             from mlflow.tracking import MlflowClient
