@@ -45,31 +45,6 @@ def test_single_run_end_to_end(tmp_path):
     assert {"metrics.json", "curve.csv", "predictions.npz", "fields.png"} <= arts
 
 
-def test_joblib_multirun_one_parent_two_children(tmp_path):
-    db = tmp_path / "store.db"  # fresh store: the parent callback must create it before jobs
-    r = run_bench(
-        "-m",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        "+method=pinn",
-        "+problem=burgers",
-        "seed=0,1",
-        *FAST,
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        f"tracking.uri=sqlite:///{db}",
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
-    client = MlflowClient(f"sqlite:///{db}")
-    runs = client.search_runs([client.get_experiment_by_name("physbench").experiment_id])
-    parents = [r for r in runs if r.data.tags.get("physbench.parent") == "true"]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(children) == 2 and len(runs) == 3
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
-    assert {c.data.tags["seed"] for c in children} == {"0", "1"}
-    assert all(r.info.status == "FINISHED" for r in runs)
-
-
 def test_multirun_jobs_take_turns_over_the_gpus(tmp_path):
     """device=auto on a (faked) two-GPU node: job k runs on cuda:{k % 2}. The fake (a
     sitecustomize that every Python process of the run imports) makes CUDA look available, so

@@ -1,4 +1,4 @@
-"""Grids on the launchers a cluster uses, each started the real way: a Ray cluster from
+"""Grids on the launchers, each started the real way: joblib's processes, a Ray cluster from
 `ray start`, submitit's local executor (the pickling path of submitit_slurm), and a
 `mlflow server` that many jobs write to at once. SLURM itself: `make slurm-test`."""
 
@@ -112,14 +112,22 @@ def test_ray_grid_on_a_ray_cluster(tmp_path):
         subprocess.run(["rm", "-rf", temp], check=False)
 
 
-def test_submitit_local_grid(tmp_path):
-    """submitit's local executor pickles each job, starts it as its own process and reads
-    its result back: the path a SLURM job takes, without a scheduler."""
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        # processes on this machine; a fresh store: the parent callback creates it before jobs
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        # submitit's local executor pickles each job, starts it as its own process and reads
+        # its result back: the path a SLURM job takes, without a scheduler
+        ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],
+    ],
+    ids=["joblib", "submitit_local"],
+)
+def test_grid_lands_under_one_parent(tmp_path, launcher):
     db = tmp_path / "store.db"
     r = run_bench(
         "-m",
-        "hydra/launcher=submitit_local",
-        "hydra.launcher.timeout_min=10",
+        *launcher,
         "+method=pinn",
         "+problem=burgers",
         "seed=0,1",
@@ -130,8 +138,9 @@ def test_submitit_local_grid(tmp_path):
     )
     assert r.returncode == 0, r.stdout + r.stderr
     one_parent(f"sqlite:///{db}", 2)
-    pickles = list((tmp_path / "sweep" / ".submitit").glob("*/*_submitted.pkl"))
-    assert len(pickles) == 2, sorted((tmp_path / "sweep").rglob("*"))
+    if "submitit" in launcher[0]:
+        pickles = list((tmp_path / "sweep" / ".submitit").glob("*/*_submitted.pkl"))
+        assert len(pickles) == 2, sorted((tmp_path / "sweep").rglob("*"))
 
 
 def test_many_writers_through_one_tracking_server(tmp_path):
