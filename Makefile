@@ -7,7 +7,8 @@ BIN    := $(VENV)/bin
 # TORCH_SPEC=torch takes the newest release.
 TORCH_SPEC ?= torch==2.13.0
 # Where torch comes from: PyPI (whose Linux wheels are the CUDA build) where `nvidia-smi -L` lists
-# a GPU, else the small CPU build. Set it for another build, e.g. one for an older NVIDIA driver:
+# a GPU, else the small CPU build (from the default index when that index does not answer).
+# Set it for another build, e.g. one for an older NVIDIA driver:
 # `make setup TORCH_INDEX=https://download.pytorch.org/whl/cu<version>`.
 TORCH_INDEX ?= $(if $(shell nvidia-smi -L 2>/dev/null | grep '^GPU'),,https://download.pytorch.org/whl/cpu)
 CHECK_ARGS ?=
@@ -25,7 +26,9 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --retries 1 --timeout 20) "$(TORCH_SPEC)" \
+		|| { echo "make setup: $(TORCH_INDEX) did not answer; installing $(TORCH_SPEC) from the default index"; \
+		     $(BIN)/pip install -q "$(TORCH_SPEC)"; }
 	$(BIN)/pip install -q -e ".[dev,launchers,ray]"
 	touch $(STAMP)
 
