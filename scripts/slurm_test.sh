@@ -3,7 +3,8 @@
 # a single-node cluster on this host with its accounting database (slurmdbd on a private
 # MariaDB, so that sacct, which submitit asks for job states, answers), written to a
 # tracking server (make server); then the check that the four jobs are ok children of one
-# parent run. Opt-in, not in CI: it needs root (apt-get, and munged/slurmctld/slurmd run as
+# parent run; then a run preempted (USR2) after its first checkpoint must continue it when
+# requeued. Opt-in, not in CI: it needs root (apt-get, and munged/slurmctld/slurmd run as
 # daemons) on a Debian or Ubuntu host.
 #
 # Everything it starts (munged unless one is already running, MariaDB, slurmdbd, slurmctld,
@@ -205,4 +206,34 @@ for _ in $(seq 30); do
 done
 echo "$STATES" | sed 's/^/  sacct: /'
 [ "$(grep -c "|COMPLETED$" <<<"$STATES")" -eq 4 ] || die "sacct does not list 4 completed jobs"
+
+# Preemption: a 60-s run is sent USR2 once it has saved a checkpoint, as SLURM signals a job it
+# preempts; submitit's handler calls the launcher's `checkpoint`, which requeues the same job,
+# and the requeued job (SLURM_RESTART_COUNT 1) continues that checkpoint in its directory.
+say "preemption: a 60-s run, signalled USR2 after its first checkpoint"
+RQ=$SLURM_DIR/requeue
+"$BIN/bench" -m hydra/launcher=submitit_slurm "hydra.launcher.partition=$PARTITION" \
+  hydra.launcher.cpus_per_task=1 hydra.launcher.mem_gb=2 hydra.launcher.timeout_min=20 \
+  +method=pinn +problem=burgers seed=0 budget.seconds=60 checkpoint.every=5 \
+  method.compile=false threads=1 eval.figures=false "hydra.sweep.dir=$RQ" \
+  "tracking.uri=http://127.0.0.1:$PORT" >"$SLURM_DIR/requeue.log" 2>&1 &
+BENCH=$!
+for _ in $(seq 300); do [ -f "$RQ/0/checkpoint.json" ] && break; sleep 1; done
+[ -f "$RQ/0/checkpoint.json" ] || die "no checkpoint after 300 s; see $SLURM_DIR/requeue.log"
+JOB=$(squeue -h -o %i | head -1)
+say "job $JOB has a checkpoint ($(cat "$RQ/0/checkpoint.json")); scancel --signal=USR2 $JOB"
+scancel --signal=USR2 "$JOB"
+wait "$BENCH" || die "the preempted run failed; see $SLURM_DIR/requeue.log and $RQ/.submitit"
+"$BIN/python" - "$RQ/0/metrics.json" <<'EOF'
+import json
+import sys
+
+rec = json.load(open(sys.argv[1]))
+m = rec["metrics"]
+print(f"slurm-test: requeued run: {rec['status']}, resumed from {rec.get('resumed_from')}, "
+      f"{m.get('steps')} steps, {m.get('train_seconds', float('nan')):.1f} s of training")
+assert rec["status"] == "ok" and rec.get("resumed_from"), "the requeued job did not resume"
+assert m["train_seconds"] <= 60 + 5, "the budget was not carried over"
+EOF
+say "scontrol: job $JOB $(scontrol show job "$JOB" 2>/dev/null | grep -o "Restarts=[0-9]*")"
 say "passed"
