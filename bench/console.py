@@ -16,7 +16,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-console = Console(highlight=False)
+# log lines carry the time, not the source line that printed them (Rich adds that by default)
+console = Console(highlight=False, log_path=False)
 
 
 def _fmt(v: Any) -> str:

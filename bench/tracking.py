@@ -68,20 +68,28 @@ def artifact_root(uri: str) -> str | None:
     return None  # a server or database store decides for itself
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+"""MLflow 3's UI opens an experiment of unknown kind in its GenAI view (evaluation runs, an
+assistant panel); this kind opens the training view: runs table, charts, compare."""
+
+
 def ensure_experiment(client: Any, name: str, uri: str) -> str:
-    """The experiment's id, creating it (and a fresh store's schema) when missing."""
+    """The experiment's id, creating it (and a fresh store's schema) when missing, tagged as a
+    model-training experiment (`EXPERIMENT_KIND`)."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    root = artifact_root(uri)
-    location = f"{root}/{name}" if root else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except Exception:  # created by a concurrent job in the meantime
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        root = artifact_root(uri)
+        location = f"{root}/{name}" if root else None
+        try:
+            return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+        except Exception:  # created by a concurrent job in the meantime
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    for key, value in EXPERIMENT_KIND.items():  # an experiment made before the tag existed
+        if exp.tags.get(key) != value:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
 
 
 def git_info() -> dict[str, str]:

@@ -35,8 +35,11 @@ def test_single_run_end_to_end(tmp_path):
     for f in ("curve.csv", "predictions.npz", "fields.png", "curve.png", ".hydra/config.yaml"):
         assert (out / f).exists(), f
     assert "rel_l2" in r.stdout and "status" in r.stdout  # the summary table
+    assert ": started" in r.stdout and "console.py" not in r.stdout  # log lines, no source path
     client = MlflowClient(f"sqlite:///{db}")
-    (run,) = client.search_runs([client.get_experiment_by_name("physbench").experiment_id])
+    exp = client.get_experiment_by_name("physbench")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the training view
+    (run,) = client.search_runs([exp.experiment_id])
     assert run.info.run_name == "pinn/burgers/0" and run.info.status == "FINISHED"
     assert run.data.tags["budget"] == "smoke" and "git_commit" in run.data.tags
     assert run.data.params["method.width"]
