@@ -190,6 +190,7 @@ def _new_record(
     cfg: DictConfig, method: str, problem: str, budget_name: str, out_dir: Path
 ) -> dict[str, Any]:
     """A `failed` record until the run says otherwise (metrics.json's schema)."""
+    git = git_info()
     return {
         "method": method,
         "problem": problem,
@@ -204,8 +205,8 @@ def _new_record(
         "precision": precision(),
         "run_dir": str(out_dir),
         "mlflow_run_id": None,
-        **git_info(),
-        "code_version": code_version(),
+        **git,
+        "code_version": code_version(git),
         "config_hash": _config_hash(cfg, method, problem),
         "torch_version": torch.__version__,
         "cuda_version": str(torch.version.cuda),

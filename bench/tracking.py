@@ -119,11 +119,12 @@ def git_info() -> dict[str, str]:
 CODE_PATHS = ("bench", "methods", "problems", "core", "conf", "pyproject.toml")
 
 
-def code_version() -> str:
+def code_version(info: Mapping[str, str] | None = None) -> str:
     """The commit, and for a dirty work tree `<commit>+dirty.<hash of the diff>` over the code
     (`CODE_PATHS`: an edit of the README or a test changes no result): two runs of the same
-    uncommitted edits share a version, any other edit of the code makes another one."""
-    info = git_info()
+    uncommitted edits share a version, any other edit of the code makes another one. `info`:
+    `git_info()` when the caller has it already."""
+    info = git_info() if info is None else info
     if info["git_dirty"] != "true":
         return info["git_commit"]
     try:
