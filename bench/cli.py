@@ -58,6 +58,14 @@ def task(cfg: DictConfig) -> int:
             return 0
         resume_from, tags = decision.checkpoint_dir, {RERUN_TAG: decision.reason[:5000]}
     record = execute(cfg, method, problem, hc.runtime.output_dir, budget, job, resume_from, tags)
+    if record["status"] == "not_applicable" and cfg.get("preset"):
+        # a paper's protocol that cannot run is a broken preset, not a grid's empty cell
+        console.print(
+            f"experiment {cfg.preset!r}: method {method!r} does not apply to problem "
+            f"{problem!r}: {record['message']}",
+            markup=False,
+        )
+        sys.exit(2)
     if record["status"] != "not_applicable":
         print_summary(record)
     code = EXIT[record["status"]]

@@ -14,6 +14,7 @@ entries, never pooled as seeds of one.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -50,8 +51,9 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """A long-format frame, one row per run, from MLflow's `Run.to_dictionary()` records.
 
     Columns: run_id, start_time, method, problem, budget, seed, status, rel_l2, train_seconds,
-    is_parent, `tags.<key>` for every tag (for `--tag` filters) and `params.<key>` for the
-    method and problem hyper-parameters. `variant` is filled in by `select_runs`.
+    steps, is_parent, preset (a paper protocol's name, `bench +experiment=`), `tags.<key>` for
+    every tag (for `--tag` filters) and `params.<key>` for the method and problem
+    hyper-parameters. `variant` is filled in by `select_runs`.
     """
     rows = []
     for r in records:
@@ -60,16 +62,18 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         row["budget"] = tags.get("budget", "?")
         row |= {"run_id": info["run_id"], "start_time": info.get("start_time") or 0}
         row |= {"rel_l2": mets.get("rel_l2", np.nan), "train_seconds": mets.get("train_seconds")}
+        row["steps"] = mets.get("steps", np.nan)
         row |= {k: mets.get(k, np.nan) for k in EXTRA}
         row["is_parent"] = tags.get(PARENT_TAG) == "true"
         row |= {f"tags.{k}": v for k, v in tags.items()}
         params = r["data"].get("params", {})
         row |= {f"params.{k}": v for k, v in params.items() if k.startswith(VARIANT_PARAMS)}
+        row["preset"] = params.get("preset") if params.get("preset") not in (None, "None") else None
         row["variant"] = ""
         rows.append(row)
     base = ["run_id", "start_time", "is_parent", *KEYS, "seed", "status", "rel_l2", "train_seconds"]
     df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=base)
-    for col in ("rel_l2", "train_seconds", "seed", *EXTRA):
+    for col in ("rel_l2", "train_seconds", "steps", "seed", *EXTRA):
         df[col] = pd.to_numeric(df.get(col), errors="coerce")
     return df
 
@@ -91,14 +95,14 @@ def select_runs(
     return out.drop_duplicates([*KEYS, "seed"], keep="last").reset_index(drop=True)
 
 
-def variants(df: pd.DataFrame) -> pd.Series:
+def variants(df: pd.DataFrame, keys: Sequence[str] = ("problem", "method", "budget")) -> pd.Series:
     """Per run, `key=value` of the method/problem params that differ among the runs of its
-    (problem, method, budget); "" where they all agree."""
+    group (`keys`: by default its problem, method and budget); "" where they all agree."""
     cols = [c for c in df.columns if c.startswith("params.")]
     out = pd.Series("", index=df.index, dtype=object)
     if not cols or df.empty:
         return out
-    for _, grp in df.groupby(["problem", "method", "budget"], dropna=False):
+    for _, grp in df.groupby(list(keys), dropna=False):
         vals = grp[cols].fillna("—").astype(str)
         differ = [c for c in cols if vals[c].nunique() > 1]
         for i, row in vals[differ].iterrows():
@@ -135,6 +139,107 @@ def leaderboard(df: pd.DataFrame, statuses: Sequence[str] = ("ok",)) -> pd.DataF
         if k not in table:
             table[k] = np.nan
     return table.sort_values(["problem", "budget", "rel_l2_median"], na_position="last")[cols]
+
+
+# -- a pair of methods: the papers' view and ours ------------------------------------------------
+def _at_step(curve: pd.DataFrame, step: int) -> float:
+    """A run's error at `step`: its last evaluation at or before it (NaN before the first)."""
+    past = curve[curve.index <= step]
+    return float(past["rel_l2"].iloc[-1]) if len(past) else math.nan
+
+
+def equal_steps(
+    runs: pd.DataFrame, hist: Mapping[str, pd.DataFrame], points: int = 8
+) -> pd.DataFrame:
+    """Error at equal optimiser steps (the papers' view): rows are steps up to the fewest that
+    any run reached (about `points` of them, log-spaced among the evaluated steps), columns
+    the methods, values the median over seeds of each run's error at that step."""
+    series = {rid: hist[rid] for rid in runs["run_id"] if rid in hist and len(hist[rid])}
+    if not series:
+        return pd.DataFrame()
+    last = min(int(c.index.max()) for c in series.values())
+    evaluated = sorted({int(s) for c in series.values() for s in c.index if 0 < s <= last})
+    if len(evaluated) > points:
+        idx = np.unique(np.geomspace(1, len(evaluated), points).round().astype(int) - 1)
+        evaluated = [evaluated[i] for i in idx]
+    table = {}
+    for method, grp in runs.groupby("method"):
+        curves_ = [series[r] for r in grp["run_id"] if r in series]
+        table[method] = [float(np.median([_at_step(c, s) for c in curves_])) for s in evaluated]
+    return pd.DataFrame(table, index=pd.Index(evaluated, name="step"))
+
+
+def time_to_error(
+    runs: pd.DataFrame, hist: Mapping[str, pd.DataFrame], targets: Sequence[float]
+) -> pd.DataFrame:
+    """Training seconds to reach each error in `targets` (our `standard` view): per method,
+    the median over seeds of the first evaluation at or below the target, infinite where
+    fewer than half of the seeds reached it."""
+    table = {}
+    for method, grp in runs.groupby("method"):
+        times = []
+        for target in targets:
+            first = []
+            for rid in grp["run_id"]:
+                c = hist.get(rid)
+                hit = c[c["rel_l2"] <= target] if c is not None else pd.DataFrame()
+                first.append(float(hit["seconds"].iloc[0]) if len(hit) else math.inf)
+            times.append(float(np.median(first)) if first else math.nan)
+        table[method] = times
+    return pd.DataFrame(table, index=pd.Index(list(targets), name="rel_l2 target"))
+
+
+def default_targets(runs: pd.DataFrame) -> list[float]:
+    """Decades from below the worse final median error down to the better one's decade."""
+    finals = runs.groupby("method")["rel_l2"].median().dropna()
+    finals = finals[finals > 0]
+    if finals.empty:
+        return []
+    lo, hi = math.floor(math.log10(finals.min())), math.ceil(math.log10(finals.max()))
+    return [10.0**k for k in range(max(hi - 1, lo), lo - 1, -1)]
+
+
+def pair_markdown(problem: str, budget: str | None, steps: pd.DataFrame, ttr: pd.DataFrame) -> str:
+    """The two views of one pair as markdown."""
+
+    def cell(v: float, seconds: bool = False) -> str:
+        if not math.isfinite(v):
+            return "not reached" if seconds else "—"
+        return f"{v:.1f}" if seconds else f"{v:.3g}"
+
+    scope = f"{problem}" + (f", budget {budget}" if budget else "")
+    out = [
+        f"# {' vs '.join(map(str, steps.columns if not steps.empty else ttr.columns))} on {scope}",
+        "",
+    ]
+    out += [
+        "## Error at equal steps (the papers' view)",
+        "",
+        "Median over seeds of the relative L2 error at the last evaluation at or before each step.",
+        "",
+    ]
+    if steps.empty:
+        out.append("(no evaluation curves)")
+    else:
+        out.append("| step | " + " | ".join(map(str, steps.columns)) + " |")
+        out.append("|" + " --- |" * (len(steps.columns) + 1))
+        out += [
+            f"| {s:,} | " + " | ".join(cell(v) for v in row) + " |" for s, row in steps.iterrows()
+        ]
+    out += [
+        "",
+        "## Time to reach an error (our `standard` view)",
+        "",
+        "Median over seeds of the training seconds to the first evaluation at or below the "
+        "error; *not reached* when fewer than half of the seeds got there.",
+        "",
+    ]
+    out.append("| rel_l2 | " + " | ".join(map(str, ttr.columns)) + " |")
+    out.append("|" + " --- |" * (len(ttr.columns) + 1))
+    out += [
+        f"| {t:.3g} | " + " | ".join(cell(v, True) for v in row) + " |" for t, row in ttr.iterrows()
+    ]
+    return "\n".join(out) + "\n"
 
 
 # -- formatting ---------------------------------------------------------------------------------
@@ -310,7 +415,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--status", default="ok", help="comma-separated statuses to aggregate (default: ok)")
     add("--out", type=Path, default=REPO / "results", help="output folder (default: results/)")
     add("--no-figures", action="store_true", help="skip the error-vs-time figures")
-    return p.parse_args(argv)
+    add("--pair", help="two methods, A,B: error at equal steps and time to an error (--problem)")
+    add("--problem", help="the problem of --pair")
+    add("--targets", help="--pair's errors for the time view, comma-separated (default: decades)")
+    args = p.parse_args(argv)
+    if args.pair and (len(args.pair.split(",")) != 2 or not args.problem):
+        p.error("--pair takes two methods, A,B, and needs --problem")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -328,6 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(escape(f"bench-report: {e}"))
         return 1
     runs = select_runs(df, args.budget, dict(args.tag))
+    if args.pair:
+        return _pair(console, client, runs, args, statuses)
     table = leaderboard(runs, statuses)
     where = f"store {uri}, experiment(s) {', '.join(experiments or ['all'])}"
     filters = [f"budget={args.budget}"] if args.budget else []
@@ -359,6 +472,51 @@ def main(argv: Sequence[str] | None = None) -> int:
             if plot_problem(str(problem), grp, hist, path):
                 written.append(path)
     console.print(escape("wrote " + ", ".join(str(p) for p in written)))
+    return 0
+
+
+def _pair(
+    console: Console,
+    client: Any,
+    runs: pd.DataFrame,
+    args: argparse.Namespace,
+    statuses: Sequence[str],
+) -> int:
+    """`--pair A,B --problem P`: both views, printed and written to results/pair_P_A_B.md."""
+    pair = [m.strip() for m in args.pair.split(",")]
+    mine = runs[(runs["problem"] == args.problem) & runs["method"].isin(pair)]
+    mine = mine[mine["status"].isin(statuses)]
+    found = set(mine["method"])
+    if found != set(pair):
+        missing = ", ".join(sorted(set(pair) - found))
+        console.print(
+            escape(f"bench-report: no {'/'.join(statuses)} runs of {missing} on {args.problem}")
+        )
+        return 1
+    if mine.groupby("method")["variant"].nunique().max() > 1:
+        console.print(
+            escape(
+                "bench-report: --pair: a method has several variants here; pick one "
+                "with --budget or --tag"
+            )
+        )
+        return 1
+    hist = curves(client, mine["run_id"])
+    try:
+        targets = (
+            [float(t) for t in args.targets.split(",")] if args.targets else default_targets(mine)
+        )
+    except ValueError:
+        console.print(escape(f"bench-report: --targets must be numbers, got {args.targets!r}"))
+        return 2
+    text = pair_markdown(
+        args.problem, args.budget, equal_steps(mine, hist), time_to_error(mine, hist, targets)
+    )
+    console.print(escape(text))
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"pair_{args.problem}_{pair[0]}_{pair[1]}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{safe}.md").write_text(text)
+    console.print(escape(f"wrote {args.out / f'{safe}.md'}"))
     return 0
 
 

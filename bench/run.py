@@ -113,6 +113,22 @@ def precision() -> dict[str, Any]:
     }
 
 
+def hardware(device: torch.device) -> str:
+    """What the run computed on, in words: the GPU's name, or the CPU's model (Linux's
+    /proc/cpuinfo, else the platform's) with the threads torch uses and the cores there are."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (GPU)"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {torch.get_num_threads()} of {os.cpu_count()} cores"
+
+
 def peak_rss_mb() -> float:
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024 if platform.system() != "Darwin" else kb / 2**20
@@ -147,6 +163,7 @@ def execute(
             torch.cuda.set_device(device)  # so that a plain "cuda" in the run means this GPU too
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
+        record["hardware"] = hardware(device)
         seed_everything(int(cfg.seed))
         problem = build_problem(problem_name, **_section(cfg, "problem"))
         method = build_method(method_name, **_section(cfg, "method"))
@@ -201,6 +218,7 @@ def _new_record(
         "stop_reason": None,
         "metrics": {},
         "device": None,
+        "hardware": None,
         "dtype": cfg.get("dtype"),
         "precision": precision(),
         "run_dir": str(out_dir),
@@ -243,6 +261,7 @@ def run_tags(record: Mapping[str, Any]) -> dict[str, str]:
         "budget": record["budget"],
         "seed": str(record["seed"]),
         "device": str(record["device"]),
+        "hardware": str(record.get("hardware", "")),
         "dtype": record["dtype"],
         **{k: str(v).lower() for k, v in record["precision"].items()},
         "torch_version": record["torch_version"],
@@ -398,17 +417,18 @@ def _salvage(record: dict[str, Any], monitor: Monitor | None) -> None:
 
 def compose(method: str, problem: str, overrides: Sequence[str] = ()) -> DictConfig:
     """The config the CLI would build for `+method=<method> +problem=<problem> <overrides>`."""
+    return compose_overrides([f"+method={method}", f"+problem={problem}", *overrides])
+
+
+def compose_overrides(overrides: Sequence[str]) -> DictConfig:
+    """The config the CLI would build for `bench <overrides>` (e.g. `+experiment=<name>`)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(
-            "config",
-            overrides=[f"+method={method}", f"+problem={problem}", *overrides],
-            return_hydra_config=True,
-        )
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
 
 
 def run_cell(

@@ -32,6 +32,11 @@ Deviations, on purpose:
   the solver) and BDF with an exact Jacobian instead of explicit RK45;
 - the data grid: 256 of PDEBench's 1024 cells (cell averages), to keep the data small.
 
+`right_bc: paper` keeps the data (the outflow solution, as PDEBench's generator computes it) and
+changes only the discrete residual at x = 1 to the papers' u - D u_x (PI-HC-MoE's constraint), so
+that their protocol runs as published: its boundary residual then contradicts the data, which
+satisfy u + D u_x = 0 (`tests/test_diffusion_sorption.py` measures by how much).
+
 The discrete PDE on the frames (`grid_residuals`): u_t by `time_derivative`; u_x, u_xx by
 second-order differences on the cell centres (central inside, one-sided in the first and last
 cell); `u_face`, `u_x_face`: quadratic extrapolations from the three cells next to x = 0 (first
@@ -78,6 +83,8 @@ class DiffusionSorption(OperatorProblem):
         t_final: horizon; nt: frames, linspace(0, t_final, nt) (>= 3).
         n: solver cells; s: data cells (s divides n, s >= 4). rtol: the solver's tolerance.
         ic: "constant" (PDEBench) or "smooth"; u0_max: initial states lie in [0, u0_max].
+        right_bc: the boundary residual at x = 1: "outflow" (u + D u_x, the data's) or
+            "paper" (u - D u_x, PI-HC-MoE's; the data are unchanged).
         data: sizes per scale and split, and a scale's own `grid: {s, nt}` where it differs
             (the smoke scale's is coarser); data_seed: seeds the draws of every split.
     """
@@ -109,6 +116,7 @@ class DiffusionSorption(OperatorProblem):
         rtol: float = 1e-6,
         ic: Literal["constant", "smooth"] = "constant",
         u0_max: float = 0.2,
+        right_bc: Literal["outflow", "paper"] = "outflow",
         data: dict[str, Any] | None = None,
         data_seed: int = 0,
     ) -> None:
@@ -139,6 +147,7 @@ class DiffusionSorption(OperatorProblem):
             rtol=check_real("rtol", rtol, minimum=0.0, maximum=1.0),
             ic=ic,
             u0_max=u0_max,
+            right_bc=right_bc,
             data=DEFAULT_DATA if data is None else data,
             data_seed=check_int("data_seed", data_seed, minimum=0),
         )
@@ -280,13 +289,15 @@ class DiffusionSorption(OperatorProblem):
     def grid_residuals(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
         """`pde` = t_ref (u_t - D u_xx / R(u)): the mismatch of the change of u over PDEBench's
         frame interval, in units of u, like `left` = u_face - u_left and `right` = u_face +
-        D u_x_face, so that a pooled least-squares fit (hard_moe) weighs them alike."""
+        D u_x_face (`right_bc: paper`: u_face - D u_x_face), so that a pooled least-squares
+        fit (hard_moe) weighs them alike."""
         p = self.phys
         rate = terms["u_t"] - p.D * terms["u_xx"] / self.retardation(terms["u"])
+        sign = -1.0 if self.params["right_bc"] == "paper" else 1.0
         return {
             "pde": self.t_ref * rate,
             "left": terms["u_face"] - p.u_left,
-            "right": terms["u_face"] + p.D * terms["u_x_face"],
+            "right": terms["u_face"] + sign * p.D * terms["u_x_face"],
         }
 
     @property

@@ -185,6 +185,29 @@ def test_grid_residuals_of_the_reference_fall_at_second_order():
         assert all(o > 1.8 for o in orders(rms[name])) and rms[name][-1] < 1e-5, rms
 
 
+def test_the_papers_right_boundary_contradicts_the_data():
+    """`right_bc: paper` (u - D u_x at x = 1, PI-HC-MoE's) on the same reference data: the data
+    satisfy the outflow u + D u_x = 0 to the discretisation's accuracy, so the paper's residual
+    there is 2u at the face, over ten times the outflow's; the other residuals are unchanged."""
+    ours, paper = (build_problem("diffusion_sorption", right_bc=bc) for bc in ("outflow", "paper"))
+    times = np.linspace(0.0, 500.0, 101)
+    u = solve(np.repeat([[0.1]], 1024, axis=1), times, ours.phys, rtol=1e-8, atol=1e-11)
+    frames = torch.tensor(average_down(u, 128))[:, :, None]
+    t = torch.tensor(times)
+    masks = ours.grid_masks((len(t), 128))
+
+    def rms(v: torch.Tensor, name: str) -> float:
+        return float(np.sqrt((v.numpy()[:, masks[name]] ** 2).mean()))
+
+    terms = ours.grid_terms(frames, t)
+    res = {bc: p.grid_residuals(terms) for bc, p in (("outflow", ours), ("paper", paper))}
+    outflow, papers = rms(res["outflow"]["right"], "right"), rms(res["paper"]["right"], "right")
+    assert outflow < 1e-4 and papers > 10 * outflow
+    assert papers == pytest.approx(2 * rms(terms["u_face"], "right"), rel=0.1)
+    for k in ("pde", "left"):
+        assert torch.equal(res["paper"][k], res["outflow"][k])
+
+
 def test_grid_terms_are_exact_for_quadratics_and_differentiable():
     """Every stencil is exact for u = a + b x + c x^2 + e t^2 (values at the centres), but
     the first-order BDF1 start of u_t."""
@@ -225,6 +248,7 @@ def test_grid_terms_are_exact_for_quadratics_and_differentiable():
         ({"nt": 2}, "nt"),
         ({"rtol": 0}, "rtol"),
         ({"s": 2}, "s"),
+        ({"right_bc": "dirichlet"}, "right_bc"),
     ],
 )
 def test_bad_config_is_rejected_naming_the_key(kwargs, key):

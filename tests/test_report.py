@@ -202,3 +202,29 @@ def test_the_rollout_residual_is_a_column_where_runs_have_it():
     assert cells["hard_moe"] == report._sci(8e-3) and cells["soft_constraint"] == report._sci(5e-4)
     plain = report.leaderboard(report.select_runs(report.runs_frame([record(*RUNS[0])])))
     assert "PDE residual" not in report.display_rows(plain)[0]
+
+
+def test_pair_views_error_at_equal_steps_and_time_to_error(store, tmp_path, capsys):
+    """The fixture's curves: rel_l2 x (3, 2, 1) at steps 0, 100, 200 over 0, 1/2, 1 of the
+    train seconds. pinn seeds end at 0.02, 0.04; pig at 0.01, 0.03."""
+    out = tmp_path / "res"
+    args = ["--tracking-uri", store, "--budget", "smoke", "--out", str(out)]
+    assert report.main([*args, "--pair", "pinn,pig", "--problem", "burgers",
+                        "--targets", "0.05,0.025,0.001"]) == 0  # fmt: skip
+    text = (out / "pair_burgers_pinn_pig.md").read_text()
+    assert "Error at equal steps" in capsys.readouterr().out
+    lines = [line.replace(" ", "") for line in text.splitlines()]
+    # equal steps: medians over seeds at steps 100 and 200
+    assert "|100|0.04|0.06|" in lines and "|200|0.02|0.03|" in lines
+    # time to 0.05: pinn seeds at 5 s and 12 s, pig at 0 s and 7 s; 0.025: pinn only seed 0
+    # (10 s, one of two seeds: not reached), pig seed 0 at 2.5 s and seed 1 never: not reached
+    assert "|rel_l2|pig|pinn|" in lines and "|0.05|3.5|8.5|" in lines
+    assert "|0.025|notreached|notreached|" in lines and "|0.001|notreached|notreached|" in lines
+
+
+def test_pair_refuses_missing_methods_and_bad_arguments(store, tmp_path, capsys):
+    args = ["--tracking-uri", store, "--budget", "smoke", "--out", str(tmp_path)]
+    assert report.main([*args, "--pair", "pinn,fno", "--problem", "burgers"]) == 1
+    assert "no ok runs of fno on burgers" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        report.main([*args, "--pair", "pinn"])
