@@ -20,7 +20,7 @@ SERVER_ARGS ?=
 STAMP  := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: setup bench test ui server slurm-test report check lint format clean
+.PHONY: setup bench test ui ui-check server slurm-test report check lint format clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,12 @@ test: setup
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/results/mlflow.db \
 		--default-artifact-root $(CURDIR)/results/mlartifacts --port 5000
+
+# `make ui`'s runs table and chart view in headless Chromium (needs `chromium` on PATH), on a
+# small grid in results/ui-check/ (made when missing); checked, with screenshots there.
+ui-check: setup
+	$(BIN)/python scripts/ui_check.py --grid --store $(CURDIR)/results/ui-check/mlflow.db \
+		--out $(CURDIR)/results/ui-check
 
 # One process owns the store (a SQLite file on this host's local disk) and serves the
 # artifacts, so jobs anywhere write over HTTP and none opens the database itself.
