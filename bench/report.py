@@ -51,7 +51,8 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """A long-format frame, one row per run, from MLflow's `Run.to_dictionary()` records.
 
     Columns: run_id, start_time, method, problem, budget, seed, status, rel_l2, train_seconds,
-    steps, is_parent, preset (a paper protocol's name, `bench +experiment=`), `tags.<key>` for
+    steps, is_parent, preset and reduction (a paper protocol's name, `bench +experiment=`, and
+    how the run departs from it), `tags.<key>` for
     every tag (for `--tag` filters) and `params.<key>` for the method and problem
     hyper-parameters. `variant` is filled in by `select_runs`.
     """
@@ -68,7 +69,8 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         row |= {f"tags.{k}": v for k, v in tags.items()}
         params = r["data"].get("params", {})
         row |= {f"params.{k}": v for k, v in params.items() if k.startswith(VARIANT_PARAMS)}
-        row["preset"] = params.get("preset") if params.get("preset") not in (None, "None") else None
+        for key in ("preset", "reduction"):  # a paper protocol's name and stated reduction
+            row[key] = params.get(key) if params.get(key) not in (None, "None") else None
         row["variant"] = ""
         rows.append(row)
     base = ["run_id", "start_time", "is_parent", *KEYS, "seed", "status", "rel_l2", "train_seconds"]
@@ -415,6 +417,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--status", default="ok", help="comma-separated statuses to aggregate (default: ok)")
     add("--out", type=Path, default=REPO / "results", help="output folder (default: results/)")
     add("--no-figures", action="store_true", help="skip the error-vs-time figures")
+    add("--preset", action="append", help="only runs of this paper protocol (repeatable)")
     add("--pair", help="two methods, A,B: error at equal steps and time to an error (--problem)")
     add("--problem", help="the problem of --pair")
     add("--targets", help="--pair's errors for the time view, comma-separated (default: decades)")
@@ -439,6 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(escape(f"bench-report: {e}"))
         return 1
     runs = select_runs(df, args.budget, dict(args.tag))
+    if args.preset:
+        runs = runs[runs["preset"].isin(args.preset)]
     if args.pair:
         return _pair(console, client, runs, args, statuses)
     table = leaderboard(runs, statuses)
@@ -497,7 +502,7 @@ def _pair(
         console.print(
             escape(
                 "bench-report: --pair: a method has several variants here; pick one "
-                "with --budget or --tag"
+                "with --budget, --tag or --preset"
             )
         )
         return 1

@@ -19,8 +19,9 @@ Verdict rules (`verdict`, `claim_verdict`):
 
 Ours is the median over seeds (the latest run of each seed) of the final `metric`, with its
 min-max spread; steps and wall time are the medians of `steps` and `train_seconds`; the hardware
-is the runs' `hardware` tag. Runs of a sweep (a preset whose parameters differ between runs)
-get one row per setting.
+is the runs' `hardware` tag; the reduction is the runs' (`reduction=` on the command line, where
+a run departs further from the protocol than its preset says), else the preset's. Runs of a
+sweep (a preset whose parameters differ between runs) get one row per setting.
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def preset_rows(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per (preset, setting): median, min, max of `metric` over the ok runs' seeds, the seed
     count, median steps and train seconds, and the hardware. `runs`: `select_runs` output with
     `preset` and `params.*` columns."""
-    cols = ["preset", "setting", "median", "min", "max", "n_seeds", "steps", "seconds", "hardware"]
+    cols = ["preset", "setting", "median", "min", "max", "n_seeds", "steps", "seconds", "hardware",
+            "reduction"]  # fmt: skip
     ok = runs[(runs["status"] == "ok") & runs["preset"].notna()].copy()
     if ok.empty:
         return pd.DataFrame(columns=cols)
@@ -160,6 +162,7 @@ def preset_rows(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     ok["setting"] = variants(ok, ["preset"])  # what differs between runs of one preset: a sweep
     hw = ok["tags.hardware"] if "tags.hardware" in ok else pd.Series("", index=ok.index)
     ok["hardware"] = hw.fillna("").replace("", "not recorded")
+    ok["reduction"] = ok["reduction"].fillna("") if "reduction" in ok else ""
     out = ok.groupby(["preset", "setting"], dropna=False).agg(
         median=("value", "median"),
         min=("value", "min"),
@@ -168,6 +171,7 @@ def preset_rows(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
         steps=("steps", "median"),
         seconds=("train_seconds", "median"),
         hardware=("hardware", lambda s: "; ".join(sorted(set(s)))),
+        reduction=("reduction", lambda s: "; ".join(sorted(set(s) - {""}))),
     )
     return out.reset_index()[cols]
 
@@ -217,6 +221,7 @@ def reproduction_table(runs: pd.DataFrame, papers: pd.DataFrame) -> pd.DataFrame
                 "hardware": r["hardware"],
                 "verdict": v,
                 "note": note,
+                "reduction": r["reduction"] or base["reduction"],
             })  # fmt: skip
     return pd.DataFrame(rows)
 

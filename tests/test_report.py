@@ -228,3 +228,5 @@ def test_pair_refuses_missing_methods_and_bad_arguments(store, tmp_path, capsys)
     assert "no ok runs of fno on burgers" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         report.main([*args, "--pair", "pinn"])
+    assert report.main([*args, "--pair", "pinn,pig", "--problem", "burgers", "--preset", "x"]) == 1
+    assert "no ok runs of pig, pinn on burgers" in capsys.readouterr().out
