@@ -93,6 +93,7 @@ def summary(args: argparse.Namespace) -> int:
     print(text)
 
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullLocator
 
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.add_subplot()
@@ -105,6 +106,7 @@ def summary(args: argparse.Namespace) -> int:
            ylabel="relative L2 error after the window", title="PROSE on ode_family")  # fmt: skip
     windows = sorted(runs["window"].unique())
     ax.set_xticks(windows, [str(int(w)) for w in windows])
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.savefig(out / "prose_window.png", dpi=120)
