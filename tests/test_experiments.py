@@ -95,6 +95,8 @@ def test_claim_rules():
     assert claim_verdict("below", [0.01], None) == "not run"
     assert claim_verdict("flat", [0.01, 0.05, 0.09]) == "reproduced"
     assert claim_verdict("flat", [0.01, 0.5]) == "worse"
+    assert claim_verdict("flat", [4e-7, 9e-6]) == "reproduced"  # all accurate: below 1e-3
+    assert claim_verdict("flat", [4e-5, 2e-3]) == "worse"
 
 
 def test_commands_carry_seeds_and_sweeps():
