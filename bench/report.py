@@ -223,11 +223,8 @@ def pair_markdown(problem: str, budget: str | None, steps: pd.DataFrame, ttr: pd
     if steps.empty:
         out.append("(no evaluation curves)")
     else:
-        out.append("| step | " + " | ".join(map(str, steps.columns)) + " |")
-        out.append("|" + " --- |" * (len(steps.columns) + 1))
-        out += [
-            f"| {s:,} | " + " | ".join(cell(v) for v in row) + " |" for s, row in steps.iterrows()
-        ]
+        rows = [[f"{s:,}", *(cell(v) for v in row)] for s, row in steps.iterrows()]
+        out.append(to_markdown(["step", *map(str, steps.columns)], rows).rstrip("\n"))
     out += [
         "",
         "## Time to reach an error (our `standard` view)",
@@ -236,12 +233,8 @@ def pair_markdown(problem: str, budget: str | None, steps: pd.DataFrame, ttr: pd
         "error; *not reached* when fewer than half of the seeds got there.",
         "",
     ]
-    out.append("| rel_l2 | " + " | ".join(map(str, ttr.columns)) + " |")
-    out.append("|" + " --- |" * (len(ttr.columns) + 1))
-    out += [
-        f"| {t:.3g} | " + " | ".join(cell(v, True) for v in row) + " |" for t, row in ttr.iterrows()
-    ]
-    return "\n".join(out) + "\n"
+    rows = [[f"{t:.3g}", *(cell(v, True) for v in row)] for t, row in ttr.iterrows()]
+    return "\n".join(out) + "\n" + to_markdown(["rel_l2", *map(str, ttr.columns)], rows)
 
 
 # -- formatting ---------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from bench.registry import CONF_DIR, yaml_options
-from bench.report import StoreError, load_runs, select_runs, variants
+from bench.report import StoreError, load_runs, select_runs, to_markdown, variants
 from bench.stale import sweep_store
 from bench.tracking import REPO, resolve_uri
 
@@ -163,7 +163,7 @@ def preset_rows(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     ok["setting"] = variants(ok, ["preset"])  # what differs between runs of one preset: a sweep
     hw = ok["tags.hardware"] if "tags.hardware" in ok else pd.Series("", index=ok.index)
     ok["hardware"] = hw.fillna("").replace("", "not recorded")
-    ok["reduction"] = ok["reduction"].fillna("") if "reduction" in ok else ""
+    ok["reduction"] = ok["reduction"].fillna("")
     out = ok.groupby(["preset", "setting"], dropna=False).agg(
         median=("value", "median"),
         min=("value", "min"),
@@ -243,7 +243,7 @@ def _ours(r: Mapping[str, Any]) -> str:
     return text
 
 
-def to_markdown(table: pd.DataFrame, where: str) -> str:
+def reproduction_markdown(table: pd.DataFrame, where: str) -> str:
     """results/reproduction.md: the rules, then the table, then each row's command."""
     head = (
         "# Reproduction of published results\n\n"
@@ -256,19 +256,19 @@ def to_markdown(table: pd.DataFrame, where: str) -> str:
     )
     cols = ["experiment", "setting", "published", "ours", "seeds", "steps", "seconds",
             "hardware", "verdict", "reduction / note"]  # fmt: skip
-    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    rows = []
     for _, r in table.iterrows():
         steps = "" if pd.isna(r["steps"]) else f"{int(r['steps']):,}"
         secs = "" if pd.isna(r["seconds"]) else f"{r['seconds']:.0f}"
         note = "; ".join(x for x in (r["reduction"], r["note"]) if x)
-        cells = [r["experiment"], r["setting"], r["published"], r["ours"], str(r["n_seeds"] or ""),
-                 steps, secs, r["hardware"], f"**{r['verdict']}**", note]  # fmt: skip
-        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+        rows.append([r["experiment"], r["setting"], r["published"], r["ours"],
+                     str(r["n_seeds"] or ""), steps, secs, r["hardware"],
+                     f"**{r['verdict']}**", note])  # fmt: skip
     cites = ["", "## Sources and commands", ""]
     for _, r in table.drop_duplicates("experiment").iterrows():
         hw = f" Paper's hardware: {r['paper_hardware']}." if r["paper_hardware"] else ""
         cites.append(f"- `{r['experiment']}`: {r['citation']}.{hw} `{r['command']}`")
-    return head + "\n".join(lines) + "\n" + "\n".join(cites) + "\n"
+    return head + to_markdown(cols, rows) + "\n".join(cites) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -298,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = reproduction_table(select_runs(df, "protocol"), papers)
     shown = uri.replace(f"sqlite:///{REPO}/", "sqlite:///<repo>/")  # no machine's paths in the file
     where = f"the MLflow store {shown}, experiment(s) {', '.join(experiments)}"
-    text = to_markdown(table, where)
+    text = reproduction_markdown(table, where)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "reproduction.md"
     path.write_text(text)
