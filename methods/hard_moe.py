@@ -83,6 +83,13 @@ class HardMoE(OperatorMethod):
             null = the budget's `points` (smoke: 256), or all where it sets none. Predictions
             always constrain every grid point.
         ridge, lm_iters, lm_tol: the ridge term, most LM iterations, its rtol = atol.
+        initial: `exact` (default): u_0 = u_s by construction (step 2 of the module doc);
+            `penalty`: PI-HC-MoE's diffusion–sorption code, where the basis has a frame 0 of
+            its own, u_j = sum_k w_k b_k(t_j) for every frame j >= 0, and the start enters the
+            solve as the relative residual (u_0 - u_s) / |u_s| (`ic`) beside the PDE's
+            (one-channel states only).
+        term_weights: factors on named residuals in the solve and the loss, e.g. {pde: 0.2}
+            (null: 1 each; the names are the problem's `grid_residuals` and `ic`).
         loss: `constraint` (default): the RMS of the residuals each expert solved for, at its
             own constrained points, as the constraint layer sees them (blind to the seams
             between experts); `field`: the paper's, the residual norms of the assembled
@@ -149,6 +156,8 @@ class HardMoE(OperatorMethod):
         mlp_depth: int = 4,
         activation: Literal["tanh", "sin"] = "tanh",
         loss: Literal["field", "constraint"] = "constraint",
+        initial: Literal["exact", "penalty"] = "exact",
+        term_weights: dict[str, float] | None = None,
         **common: Any,
     ) -> None:
         defaults = dict(batch_size=6, lr=1e-3, lr_step=5, lr_gamma=0.5, eval_batch=8)
@@ -169,6 +178,11 @@ class HardMoE(OperatorMethod):
         self.mlp_width = check_int("method.mlp_width", mlp_width)
         self.mlp_depth = check_int("method.mlp_depth", mlp_depth)
         self.activation, self.loss = activation, loss
+        self.initial = initial
+        self.term_weights = {
+            str(k): check_real(f"method.term_weights.{k}", v, 0.0)
+            for k, v in dict(term_weights or {}).items()
+        }
         self._blocks_for(0)  # validates `experts` early (its length is checked per problem)
         self._shot: tuple[int, int] = (1, 1)  # (horizon, basis), set from the data
 
@@ -226,11 +240,24 @@ class HardMoE(OperatorMethod):
         grid: tuple[int, ...],
         data: OperatorData,
     ) -> nn.Module:
-        horizon, n = self._shot
         modes = min(self.modes, *(g // 2 for g in grid))
-        return FNONet(
-            in_channels, horizon * n * out_channels, dim, self.width, modes, self.layers, self.proj
-        )
+        out = self._frames_out * self._shot[1] * out_channels
+        return FNONet(in_channels, out, dim, self.width, modes, self.layers, self.proj)
+
+    @property
+    def _frames_out(self) -> int:
+        """Frames of basis functions the FNO outputs per shot: `horizon`, or horizon + 1 where
+        frame 0 is free too (`initial: penalty`)."""
+        return self._shot[0] + (self.initial == "penalty")
+
+    def grid_masks(self, problem: Problem, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+        """The problem's residual masks on a shot's grid, plus the `ic` mask (frame 0) where the
+        start is a penalty (`initial: penalty`)."""
+        masks = problem.grid_masks(shape)
+        if self.initial == "penalty":
+            masks["ic"] = np.zeros(shape, dtype=bool)
+            masks["ic"][0] = True
+        return masks
 
     def _setup(
         self, problem: Problem, budget: Budget
@@ -246,11 +273,23 @@ class HardMoE(OperatorMethod):
             )
         self._shot = (horizon, self.basis if self.constrained else 1)
         model, train, val = self.prepare(problem, budget)
+        if self.initial == "penalty" and model.c_out != 1:
+            raise ConfigError(
+                f"method.initial=penalty needs a one-channel state; problem {problem.name!r} "
+                f"has {model.c_out} channels (use method.initial=exact)"
+            )
         dim = len(train.grid)
         shape = (horizon + 1, *(len(g) for g in train.grid))
+        names = set(self.grid_masks(problem, shape))
+        unknown = sorted(set(self.term_weights) - names)
+        if unknown:
+            raise ConfigError(
+                f"method.term_weights: {unknown} are not residuals of problem "
+                f"{problem.name!r}; its residuals: {sorted(names)}"
+            )
         blocks = self._blocks_for(dim) if self.constrained else (1,) * (dim + 1)
         try:
-            part = Partition(shape, blocks, problem.grid_masks(shape))
+            part = Partition(shape, blocks, self.grid_masks(problem, shape))
         except ValueError as e:
             raise ConfigError(
                 f"method.experts={list(blocks)} does not fit the grid {shape}: {e}"
@@ -271,25 +310,30 @@ class HardMoE(OperatorMethod):
         inputs: Tensor,
         dt: float,
     ) -> tuple[Tensor, Tensor, dict[str, float]]:
-        """(frames u [B, horizon + 1, c, *grid] with u[:, 0] = start, the residuals F at the
-        constrained points [B, E, M], solver statistics); float64 from the basis on."""
+        """(frames u [B, horizon + 1, c, *grid] with u[:, 0] = start (`initial: exact`; with
+        `penalty` u[:, 0] is fitted too), the residuals F at the constrained points [B, E, M],
+        solver statistics); float64 from the basis on."""
         horizon, n = self._shot
         c = model.c_out
         bsz, grid = start.shape[0], tuple(start.shape[2:])
         like = next(model.parameters())
         x = model.encode(start.to(like))[:, None]
         extra = model.encode_extra(inputs[:, c:].to(like))
-        raw = model.step(x, extra).reshape(bsz, horizon, n, c, *grid)
+        raw = model.step(x, extra).reshape(bsz, self._frames_out, n, c, *grid)
         scale = model.state_scale.to(torch.float64)
         b = raw.to(torch.float64) * scale
-        b = torch.cat([torch.zeros_like(b[:, :1]), b], dim=1).movedim(2, 1)  # [B, N, T, c, *grid]
+        if self.initial == "exact":
+            b = torch.cat([torch.zeros_like(b[:, :1]), b], dim=1)
+        b = b.movedim(2, 1)  # [B, N, T, c, *grid]
         u0 = start.to(torch.float64)
         times = self.shot_times(dt, b.device)
-        system = ConstraintSystem(problem, part, b, u0, inputs.to(torch.float64), times)
+        system = ConstraintSystem(
+            problem, part, b, u0, inputs.to(torch.float64), times, self.initial, self.term_weights
+        )
         e = part.n_experts
         if not self.constrained:
             w = torch.ones(bsz, e, 1, dtype=torch.float64, device=b.device)
-            return system.assemble(w, b, u0), system.residuals(w), {}
+            return system.assemble(w, b), system.residuals(w), {}
         w0 = torch.zeros(bsz, e, n, dtype=torch.float64, device=b.device)
         sol = lm_solve(
             system.residuals_and_jacobian, w0, self.ridge, self.lm_iters, self.lm_tol, self.lm_tol
@@ -303,11 +347,16 @@ class HardMoE(OperatorMethod):
             "lm_cost0": sol.cost0,
             "lm_cost": sol.cost,
         }
-        return system.assemble(w, b, u0), system.residuals(w), stats
+        return system.assemble(w, b), system.residuals(w), stats
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, problem: Problem, budget: Budget, report: Report) -> Any:
         if "operator_data" not in problem.capabilities:
+            if self.initial != "exact" or self.term_weights:
+                raise ConfigError(
+                    "method.initial and method.term_weights apply to the FNO backbone (operator "
+                    f"data); problem {problem.name!r} is a single instance: leave them unset"
+                )
             return fit_mlp(self, problem, budget, report)
         model, train, val, part, dt = self._setup(problem, budget)
         k = self.val_samples
@@ -327,7 +376,7 @@ class HardMoE(OperatorMethod):
         times = self.shot_times(dt, like.device)
         masks = {
             k: torch.as_tensor(v, device=like.device)
-            for k, v in problem.grid_masks(part.shape).items()
+            for k, v in self.grid_masks(problem, part.shape).items()
         }
         opt = self.optimiser(list(model.parameters()))
 
@@ -335,10 +384,13 @@ class HardMoE(OperatorMethod):
             idx = idx.to(frames.device)
             starts = torch.randint(first, last + 1, (len(idx),), generator=gen).to(frames.device)
             sub = part.subsample(fraction, gen)
-            u, res, stats = self.shot(model, problem, sub, frames[idx, starts], inputs[idx], dt)
+            start = frames[idx, starts]
+            u, res, stats = self.shot(model, problem, sub, start, inputs[idx], dt)
             own = residual_rms(res, sub).mean()
             if self.loss == "field":
-                loss = field_loss(problem, u, inputs[idx], times, masks).mean()
+                loss = field_loss(
+                    problem, u, inputs[idx], times, masks, self.term_weights, start
+                ).mean()
             else:
                 loss = own
             stats["constraint_residual"] = float(own.detach())

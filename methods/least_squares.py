@@ -255,17 +255,34 @@ class Partition:
 class ConstraintSystem:
     """The residuals of one shot as functions of the coefficients w [B, E, N].
 
-    Built from the basis `b` [B, N, T, c, *grid] (frame 0 zero), the start `u0` [B, c, *grid],
-    the samples' `inputs` and the shot's `times` [T]: the linear terms of u0 and of every basis
+    Built from the basis `b` [B, N, T, c, *grid], the start `u0` [B, c, *grid], the samples'
+    `inputs` and the shot's `times` [T]: the linear terms of the offset and of every basis
     function, gathered at each expert's points per residual name.
+
+    `initial`: `exact` (the basis's frame 0 is zero and the frames are u0 + sum_k w_k b_k, so
+    the start holds by construction) or `penalty` (PI-HC-MoE's diffusion–sorption code: the
+    frames are sum_k w_k b_k, frame 0 included, and the partition's `ic` points carry the
+    relative residual (u - u0) / max(|u0|, IC_FLOOR) of a single-channel state). `weights`
+    scales named residuals (e.g. {"pde": 0.2}).
     """
 
+    IC_FLOOR = 1e-6
+
     def __init__(
-        self, problem: Any, part: Partition, b: Tensor, u0: Tensor, inputs: Tensor, times: Tensor
+        self,
+        problem: Any,
+        part: Partition,
+        b: Tensor,
+        u0: Tensor,
+        inputs: Tensor,
+        times: Tensor,
+        initial: str = "exact",
+        weights: dict[str, float] | None = None,
     ) -> None:
         bsz, n, t_len = b.shape[:3]
         self.problem, self.part = problem, part
-        frames0 = u0[:, None].expand(bsz, t_len, *u0.shape[1:])
+        self.base = u0 if initial == "exact" else torch.zeros_like(u0)
+        frames0 = self.base[:, None].expand(bsz, t_len, *u0.shape[1:])
         terms0 = problem.grid_terms(frames0, times)
         terms_b = {
             k: v.reshape(bsz, n, *v.shape[1:])
@@ -275,18 +292,38 @@ class ConstraintSystem:
             k: v.expand(bsz, t_len, *v.shape[2:]) for k, v in problem.grid_inputs(inputs).items()
         }
         self.names = list(part.index)
-        used = terms_used(problem, self.names, list(terms0), list(fixed))
-        self.t0 = {r: {k: part.gather(terms0[k], r) for k in used[r]} for r in self.names}
+        pde_names = [r for r in self.names if r != "ic"]
+        used = terms_used(problem, pde_names, list(terms0), list(fixed))
+        self.t0 = {r: {k: part.gather(terms0[k], r) for k in used[r]} for r in pde_names}
         self.tb = {
-            r: {k: part.gather(terms_b[k], r).movedim(1, 2) for k in used[r]} for r in self.names
+            r: {k: part.gather(terms_b[k], r).movedim(1, 2) for k in used[r]} for r in pde_names
         }  # [B, E, N, M]
-        self.fixed = {r: {k: part.gather(v, r) for k, v in fixed.items()} for r in self.names}
+        self.fixed = {r: {k: part.gather(v, r) for k, v in fixed.items()} for r in pde_names}
         # the other residuals' terms, as broadcastable zeros (grid_residuals forms them all)
         zero = b.new_zeros(())
-        for r in self.names:
+        for r in pde_names:
             self.fixed[r].update({k: zero for k in terms0 if k not in used[r]})
-        self.weight = {r: part.weight[r].to(b).expand(bsz, -1, -1) for r in self.names}
+        if "ic" in self.names:
+            if initial != "penalty" or u0.shape[1] != 1 or "u" not in terms0:
+                raise ValueError("an `ic` residual needs initial='penalty' and one channel u")
+            target = part.gather(u0[:, None, 0].expand(bsz, t_len, *u0.shape[2:]), "ic")
+            self.t0["ic"] = {"u": part.gather(terms0["u"], "ic")}
+            self.tb["ic"] = {"u": part.gather(terms_b["u"], "ic").movedim(1, 2)}
+            self.fixed["ic"] = {
+                "ic_target": target,
+                "ic_scale": target.abs().clamp_min(self.IC_FLOOR),
+            }
+        scale = weights or {}
+        self.weight = {
+            r: (part.weight[r].to(b) * scale.get(r, 1.0)).expand(bsz, -1, -1) for r in self.names
+        }
         self._picked: tuple[Tensor, dict] | None = None  # see _subset
+
+    def _residual(self, r: str, vals: dict[str, Tensor]) -> Tensor:
+        """Residual `r` at its points from the values of its terms (and fixed inputs)."""
+        if r == "ic":
+            return (vals["u"] - vals["ic_target"]) / vals["ic_scale"]
+        return self.problem.grid_residuals(vals)[r]
 
     def _values(self, r: str, w: Tensor) -> dict[str, Tensor]:
         vals = {
@@ -299,7 +336,7 @@ class ConstraintSystem:
         """F [B, E, M] (padding rows zero), differentiable in w and in the basis."""
         out = []
         for r in self.names:
-            res = self.problem.grid_residuals(self._values(r, w))[r]
+            res = self._residual(r, self._values(r, w))
             out.append(res * self.weight[r])
         return torch.cat(out, dim=-1)
 
@@ -320,7 +357,7 @@ class ConstraintSystem:
                     k: (t0[k] + (w[..., None, :] @ tb[k])[..., 0, :]).requires_grad_(True)
                     for k in tb
                 }
-                res = self.problem.grid_residuals({**vals, **fixed})[r]
+                res = self._residual(r, {**vals, **fixed})
                 grads = torch.autograd.grad(res.sum(), list(vals.values()), allow_unused=True)
                 jac = torch.zeros_like(next(iter(tb.values())))
                 for k, g in zip(tb, grads):
@@ -362,10 +399,11 @@ class ConstraintSystem:
             )
         return self._picked[1]
 
-    def assemble(self, w: Tensor, b: Tensor, u0: Tensor) -> Tensor:
-        """The frames u [B, T, c, *grid]: u0 + sum_k w^e(point)_k b_k at each point."""
+    def assemble(self, w: Tensor, b: Tensor) -> Tensor:
+        """The frames u [B, T, c, *grid]: the offset (u0 or 0) + sum_k w^e(point)_k b_k at
+        each point."""
         field = self.part.spread(w)  # [B, N, T, *grid]
-        return u0[:, None] + (field[:, :, :, None] * b).sum(1)
+        return self.base[:, None] + (field[:, :, :, None] * b).sum(1)
 
 
 def terms_used(
@@ -390,15 +428,31 @@ def terms_used(
 
 
 def field_loss(
-    problem: Any, u: Tensor, inputs: Tensor, times: Tensor, masks: dict[str, Tensor]
+    problem: Any,
+    u: Tensor,
+    inputs: Tensor,
+    times: Tensor,
+    masks: dict[str, Tensor],
+    weights: dict[str, float] | None = None,
+    u0: Tensor | None = None,
 ) -> Tensor:
     """The paper's training loss per sample [B]: the sum over the `grid_residuals` terms of
     each term's L2 norm (not squared) over its whole mask, on the derivatives of the assembled
     frames `u` [B, T, c, *grid], so the seams between experts count (its code: `PDELoss` on the
-    predicted solution, plus boundary losses)."""
+    predicted solution, plus boundary losses). Each term is scaled by `weights` (default 1);
+    with an `ic` mask, the relative initial residual against `u0` [B, 1, *grid] counts too
+    (`ConstraintSystem`'s `initial='penalty'`)."""
+    res = frame_residuals(problem, u, inputs, times)
+    if "ic" in masks:
+        if u0 is None:
+            raise ValueError("an `ic` mask needs the start state u0")
+        target = u0[:, None, 0]
+        res["ic"] = (u[:, :, 0] - target) / target.abs().clamp_min(ConstraintSystem.IC_FLOOR)
+    scale = weights or {}
     total = u.new_zeros(u.shape[0])
-    for name, r in frame_residuals(problem, u, inputs, times).items():
-        total = total + (r * masks[name]).square().flatten(1).sum(1).sqrt()
+    for name, r in res.items():
+        norm = (r * masks[name]).square().flatten(1).sum(1).sqrt()
+        total = total + scale.get(name, 1.0) * norm
     return total
 
 

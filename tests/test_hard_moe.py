@@ -79,6 +79,64 @@ def test_the_solve_finds_the_truth_when_the_basis_spans_it():
     torch.testing.assert_close(sol.w, w_true, rtol=0, atol=0.05)
 
 
+def _penalty_system(p, n_basis: int, blocks: tuple[int, ...], weights=None):
+    """`initial='penalty'`: basis 0 = the true frames (frame 0 included), the others random."""
+    _, u, b, _ = _system(p, n_basis, blocks)
+    b = b.clone()
+    b[:, 1:, 0] = 0.1
+    b[:, 0] = u
+    shape = tuple(u.shape[i] for i in (1, 3))
+    masks = p.grid_masks(shape)
+    masks["ic"] = np.zeros(shape, dtype=bool)
+    masks["ic"][0] = True
+    part = Partition(shape, blocks, masks)
+    args = (p, part, b, u[:, 0], system_inputs(p), system_times(p))
+    return ConstraintSystem(*args, "penalty", weights), u, b, part
+
+
+def test_a_penalised_start_is_solved_for_with_the_pde():
+    """`initial='penalty'` (PI-HC-MoE's diffusion–sorption code): no offset, frame 0 is fitted
+    through the relative `ic` residual; the Jacobian matches finite differences, and when basis
+    0 is the truth the solve picks it and the assembled frames start at u0."""
+    p = tiny_sorption()
+    system, u, b, part = _penalty_system(p, 3, (1, 2))
+    gen = torch.Generator().manual_seed(1)
+    w = 0.5 * torch.randn(2, 2, 3, generator=gen, dtype=torch.float64)
+    F, J = system.residuals_and_jacobian(w)
+    torch.testing.assert_close(F, system.residuals(w))
+    e = torch.zeros_like(w)
+    e[..., 2] = 1e-6
+    fd = (system.residuals(w + e) - system.residuals(w - e)) / 2e-6
+    torch.testing.assert_close(J[:, :, 2], fd, rtol=1e-5, atol=1e-7)
+    # w = 0 is the zero field, whose start residual is -1 at every point (relative)
+    zero = system.residuals(torch.zeros_like(w))
+    ic_rows = part.weight["ic"].sum().item()
+    assert zero.square().sum().item() >= 2 * ic_rows * (1 - 1e-9)
+    w_true = torch.zeros(2, 2, 3, dtype=torch.float64)
+    w_true[..., 0] = 1.0
+    sol = lm_solve(system.residuals_and_jacobian, torch.zeros_like(w), 1e-8, 200, 1e-10, 1e-12)
+    at = lambda w: residual_rms(system.residuals(w), part)  # noqa: E731
+    assert torch.all(at(sol.w) <= at(w_true) * (1 + 1e-6))
+    assert torch.all(at(sol.w) < 0.1 * at(torch.zeros_like(w)))
+    torch.testing.assert_close(sol.w[..., 0], w_true[..., 0], rtol=0, atol=0.05)
+    frames = system.assemble(sol.w, b)
+    torch.testing.assert_close(frames[:, 0], u[:, 0], rtol=0.02, atol=1e-4)
+
+
+def test_term_weights_scale_their_residual_rows_only():
+    p = tiny_sorption()
+    plain, _, _, part = _penalty_system(p, 3, (1, 1))
+    scaled, _, _, _ = _penalty_system(p, 3, (1, 1), weights={"pde": 0.2})
+    w = torch.full((2, 1, 3), 0.3, dtype=torch.float64)
+    start = 0
+    for name in part.index:
+        m = part.index[name].shape[-1]
+        a = plain.residuals(w)[..., start : start + m]
+        c = scaled.residuals(w)[..., start : start + m]
+        torch.testing.assert_close(c, a * (0.2 if name == "pde" else 1.0))
+        start += m
+
+
 def system_inputs(p):
     return torch.as_tensor(p.operator_data("train", "smoke").inputs[:2], dtype=torch.float64)
 
@@ -93,11 +151,15 @@ def _method(name: str, **kw):
     return m
 
 
-def test_shot_gradient_matches_finite_differences_of_the_solved_loss():
+@pytest.mark.parametrize("initial", ["exact", "penalty"])
+def test_shot_gradient_matches_finite_differences_of_the_solved_loss(initial):
     """On a linear PDE (sorption off) the Gauss–Newton matrix is exact, so the implicit
-    gradient of the residual after the solve equals finite differences of the whole shot."""
+    gradient of the residual after the solve equals finite differences of the whole shot
+    (with the start held or penalised)."""
     p = tiny_sorption(k=0.0)
-    m = _method("hard_moe", basis=3, experts=2, ridge=1e-3, lm_iters=200, lm_tol=1e-12)
+    m = _method(
+        "hard_moe", basis=3, experts=2, ridge=1e-3, lm_iters=200, lm_tol=1e-12, initial=initial
+    )
     model, train, _, part, dt = m._setup(p, BUDGET)
     start = torch.as_tensor(train.outputs[:2, 0], dtype=torch.float64)
     x = torch.as_tensor(train.inputs[:2], dtype=torch.float64)
@@ -164,7 +226,7 @@ def test_the_field_loss_sees_the_seams_between_experts_the_constraint_residual_d
         return torch.tensor([w0, w1], dtype=torch.float64).reshape(1, 2, 1).expand(2, 2, 1)
 
     def field(w: Tensor, m: dict[str, Tensor]) -> Tensor:
-        return field_loss(p, system.assemble(w, b, u[:, 0]), x, times, m)
+        return field_loss(p, system.assemble(w, b), x, times, m)
 
     up, down, mix = w_of(0.5, 0.5), w_of(-0.5, -0.5), w_of(0.5, -0.5)
     torch.testing.assert_close(system.residuals(mix)[:, 0], system.residuals(up)[:, 0])
@@ -213,12 +275,22 @@ def test_rollout_chains_shots_beyond_the_horizon():
         ({"horizon": 1}, "method.horizon must be >= 2"),
         ({"experts": [1, 40]}, "does not fit the grid"),
         ({"loss": "pde"}, "method.loss must be one of"),
+        ({"initial": "free"}, "method.initial must be one of"),
+        ({"term_weights": {"bulk": 2.0}}, "'bulk'.*not residuals of problem.*'pde'"),
     ],
 )
 def test_bad_settings_are_rejected_before_training_with_the_key(kw, match):
     with pytest.raises(ConfigError, match=match):
         m = _method("hard_moe", **kw)
         m._setup(tiny_burgers(), BUDGET)
+
+
+def test_a_penalised_start_needs_one_channel_and_the_fno_backbone():
+    with pytest.raises(ConfigError, match="initial=penalty needs a one-channel state"):
+        _method("hard_moe", initial="penalty")._setup(build_problem("nlse_op", data=TINY), BUDGET)
+    m = _method("hard_moe", initial="penalty", experts=[1])
+    with pytest.raises(ConfigError, match="apply to the FNO backbone"):
+        m.fit(build_problem("legendre"), BUDGET, lambda *a, **k: None)
 
 
 def test_unknown_keys_name_the_valid_ones():
