@@ -470,7 +470,7 @@ def tasks_for(
         base = [f"budget={gate.budget}", f"threads={variant.threads}", "device=cpu"]
         base += [f"method.{k}={v}" for k, v in methods()[m].smoke.items()]
         base += [f"problem.{k}={v}" for k, v in problems()[p].smoke.items()]
-        base += ["eval.figures=false", "eval.residual_points=0"]
+        base += ["eval.figures=false", "eval.predictions=false", "eval.residual_points=0"]
         base += [f"tracking.enabled={str(track).lower()}", *gate.overrides((m, p))]
         run_seeds = gate.seeds_of((m, p), seeds) if role == "accuracy" else [gate.status_seed]
         for s in run_seeds:

@@ -270,9 +270,12 @@ def prepare_family_data(
     return FamilyScorer(problem, scale, splits["test"], splits.get("test_systems")), metrics
 
 
-def write_family_outputs(out_dir: Any, scorer: FamilyScorer, extra: dict[str, Any]) -> list[Any]:
-    """predictions.npz (scored windows, truth, systems), equations.csv and robustness.csv."""
-    paths = []
+def write_family_outputs(
+    out_dir: Any, scorer: FamilyScorer, extra: dict[str, Any], predictions: bool = True
+) -> list[Any]:
+    """predictions.npz (scored windows, truth, systems; unless `predictions` is false),
+    equations.csv and robustness.csv."""
+    paths: list[Any] = []
     test = scorer.test
     arrays = {
         "times": test.times,
@@ -284,8 +287,9 @@ def write_family_outputs(out_dir: Any, scorer: FamilyScorer, extra: dict[str, An
     if "prediction_systems" in extra:
         arrays["prediction_systems"] = extra["prediction_systems"]
         arrays["reference_systems"] = scorer.test_systems.values[:, scorer.input_len :]
-    np.savez_compressed(out_dir / "predictions.npz", **arrays)
-    paths.append(out_dir / "predictions.npz")
+    if predictions:
+        np.savez_compressed(out_dir / "predictions.npz", **arrays)
+        paths.append(out_dir / "predictions.npz")
     if extra.get("equations") is not None:
         eqs = pd.DataFrame(
             {

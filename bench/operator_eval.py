@@ -330,6 +330,7 @@ def write_operator_outputs(
     pred: np.ndarray | None,
     growth: dict[str, np.ndarray] | None,
     figures: bool,
+    predictions: bool = True,
 ) -> list[Any]:
     """The operator run's artifacts (first test samples' predictions, the error over rollout
     time, their figures), then the common ones via `bench.outputs.write_outputs`."""
@@ -340,7 +341,7 @@ def write_operator_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     test, ctx = scorer.test, scorer.context
-    if pred is not None:
+    if pred is not None and predictions:
         k = min(CURVE_SAMPLES, len(pred))
         arrays = {
             "prediction": pred[:k].astype(np.float32),

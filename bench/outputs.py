@@ -22,15 +22,17 @@ def write_outputs(
     problem: Problem | None,
     pred: np.ndarray | None,
     figures: bool,
+    predictions: bool = True,
 ) -> list[Path]:
-    """Write metrics.json (always), curve.csv, predictions and figures; return artifact paths."""
+    """Write metrics.json (always), curve.csv, predictions (unless `predictions` is false) and
+    figures; return artifact paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     if monitor is not None and monitor.curve:
         curve = pd.DataFrame(monitor.curve)
         curve.to_csv(out_dir / "curve.csv", index=False)
         paths.append(out_dir / "curve.csv")
-    if problem is not None and pred is not None:
+    if problem is not None and pred is not None and predictions:
         ref = problem.reference()
         arrays = {"points": ref.points, "prediction": pred, "reference": ref.values}
         arrays.update({f"grid_{a}": g for a, g in zip(problem.axes, ref.grid or ())})

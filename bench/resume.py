@@ -62,7 +62,15 @@ __all__ = [
     "record_skip",
 ]
 
-VOLATILE = ("hydra", "progress", "tracking", "resume", "checkpoint", "eval.figures")
+VOLATILE = (
+    "hydra",
+    "progress",
+    "tracking",
+    "resume",
+    "checkpoint",
+    "eval.figures",
+    "eval.predictions",
+)
 SKIP_TAG = "physbench.skipped."  # + job number, on the parent of a resumed multirun
 RERUN_TAG = "physbench.rerun_reason"  # on a run that `resume` reran
 RESUMED_TAG = "physbench.resumed_from"  # the checkpoint a run continued from

@@ -379,8 +379,9 @@ def _finish(
     if ckpt is not None and ckpt.loaded_from is not None:
         record["resumed_from"] = str(ckpt.loaded_from)
     figures = bool(cfg.get("eval", {}).get("figures", True))
+    predictions = bool(cfg.get("eval", {}).get("predictions", True))
     if scorer is not None:
-        paths = scorer.write(out_dir, record, monitor, figures)
+        paths = scorer.write(out_dir, record, monitor, figures, predictions)
     else:  # failed before the data were prepared
         paths = write_outputs(out_dir, record, monitor, None, None, figures)
     tracker.log_metrics(record["metrics"], step=record["metrics"].get("steps", 0) or 0)

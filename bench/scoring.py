@@ -45,7 +45,12 @@ class Scorer(Protocol):
     def final(self, predictor: Any) -> dict[str, float]: ...
 
     def write(
-        self, out_dir: Path, record: dict[str, Any], monitor: Monitor | None, figures: bool
+        self,
+        out_dir: Path,
+        record: dict[str, Any],
+        monitor: Monitor | None,
+        figures: bool,
+        predictions: bool = True,
     ) -> list[Path]: ...
 
 
@@ -139,9 +144,16 @@ class PointwiseScorer:
         return out
 
     def write(
-        self, out_dir: Path, record: dict[str, Any], monitor: Monitor | None, figures: bool
+        self,
+        out_dir: Path,
+        record: dict[str, Any],
+        monitor: Monitor | None,
+        figures: bool,
+        predictions: bool = True,
     ) -> list[Path]:
-        return write_outputs(out_dir, record, monitor, self.problem, self.pred, figures)
+        return write_outputs(
+            out_dir, record, monitor, self.problem, self.pred, figures, predictions
+        )
 
 
 class OperatorRunScorer:
@@ -163,10 +175,15 @@ class OperatorRunScorer:
         return out
 
     def write(
-        self, out_dir: Path, record: dict[str, Any], monitor: Monitor | None, figures: bool
+        self,
+        out_dir: Path,
+        record: dict[str, Any],
+        monitor: Monitor | None,
+        figures: bool,
+        predictions: bool = True,
     ) -> list[Path]:
         return write_operator_outputs(
-            out_dir, record, monitor, self.scorer, self.pred, self.growth, figures
+            out_dir, record, monitor, self.scorer, self.pred, self.growth, figures, predictions
         )
 
 
@@ -184,9 +201,14 @@ class FamilyRunScorer:
         return out
 
     def write(
-        self, out_dir: Path, record: dict[str, Any], monitor: Monitor | None, figures: bool
+        self,
+        out_dir: Path,
+        record: dict[str, Any],
+        monitor: Monitor | None,
+        figures: bool,
+        predictions: bool = True,
     ) -> list[Path]:
         paths = write_outputs(out_dir, record, monitor, None, None, figures)
         if self.extra is not None:
-            paths += write_family_outputs(out_dir, self.scorer, self.extra)
+            paths += write_family_outputs(out_dir, self.scorer, self.extra, predictions)
         return paths

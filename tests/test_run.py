@@ -92,6 +92,21 @@ def test_ok_run_writes_everything(tmp_path, user_method):
     assert (art / "metrics.json").is_file()
 
 
+def test_predictions_off_writes_the_same_numbers_without_the_array_file(tmp_path, user_method):
+    """`eval.predictions=false` (the CI gate's setting) drops predictions.npz, nothing else."""
+    on = run_cell(user_method, "burgers", overrides=SMOKE, output_dir=tmp_path / "on")
+    off = run_cell(
+        user_method,
+        "burgers",
+        overrides=[*SMOKE, "eval.predictions=false"],
+        output_dir=tmp_path / "off",
+    )
+    assert (tmp_path / "on" / "predictions.npz").is_file()
+    assert not (tmp_path / "off" / "predictions.npz").exists()
+    assert (tmp_path / "off" / "curve.csv").is_file()
+    assert off["metrics"]["rel_l2"] == on["metrics"]["rel_l2"]
+
+
 def test_diverged_run_keeps_its_curve(tmp_path, user_method):
     rec = run_cell(
         user_method, "burgers", overrides=[*SMOKE, "method.nan_at=30"], output_dir=tmp_path
