@@ -9,9 +9,11 @@ backend (`methods/taylor.py`) reads them through `GaussianEmbedding.jet`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
@@ -21,12 +23,29 @@ from problems.base import Box, ConfigError
 __all__ = ["GaussianEmbedding", "PIGNet", "build_pig_net"]
 
 FUSED_ELEMENTS = 2**17  # Gaussian-tensor entries per chunk of the fused kernel (1 MB: in cache)
+# Below float64 the Gaussian tensor drops terms under exp(EXP_FLOOR) ~ 1.9e-22, exactly: at least
+# 1e14 below float32's resolution of any sum they enter. Computed, they are where float32 CPU
+# kernels are slowest: torch's exp takes a slow path for arguments whose result underflows
+# (below about -87), and products of such tails with gradients are subnormal numbers, which
+# make the backward pass's batched matmuls many times slower.
+EXP_FLOOR = -50.0
+EXP_CUT = math.exp(EXP_FLOOR + 0.01)  # values at or under it are the floored ones: zero
+
+
+def _gauss_exp(e: Tensor, inplace: bool = False) -> Tensor:
+    """exp(e) of a Gaussian exponent; below float64, zero where e < EXP_FLOOR + 0.01 (`inplace`:
+    e is the fused kernel's own buffer, and no autograd graph is recorded)."""
+    if e.dtype == torch.float64:
+        return torch.exp(e)
+    if inplace:
+        return F.threshold_(torch.exp_(e.clamp_min_(EXP_FLOOR)), EXP_CUT, 0.0)
+    return F.threshold(torch.exp(e.clamp_min(EXP_FLOOR)), EXP_CUT, 0.0)
 
 
 def _gauss_contract(xn: Tensor, coef: Tensor, C: Tensor) -> Tensor:
     """`exp([xn^2, xn, 1] @ coef^T) @ C`: `[c, N, m]` from points `[N, d]`, exponent
     coefficients `[c, n, 2d + 1]` and columns `[c, n, m]` (plain autograd operations)."""
-    return torch.exp(_quad_features(xn) @ coef.transpose(1, 2)) @ C
+    return _gauss_exp(_quad_features(xn) @ coef.transpose(1, 2)) @ C
 
 
 def _quad_features(xn: Tensor) -> Tensor:
@@ -41,7 +60,7 @@ class _GaussContract(torch.autograd.Function):
     @staticmethod
     def forward(ctx, feats, coef, C, rows):  # type: ignore[override]
         coef_t = coef.transpose(1, 2)
-        parts = [torch.exp(f @ coef_t) @ C for f in feats.split(rows)]
+        parts = [_gauss_exp(f @ coef_t, inplace=True) @ C for f in feats.split(rows)]
         ctx.save_for_backward(feats, coef, C)
         ctx.rows = rows
         return torch.cat(parts, dim=1)
@@ -53,7 +72,7 @@ class _GaussContract(torch.autograd.Function):
         coef_t, C_t = coef.transpose(1, 2), C.transpose(1, 2)
         g_coef, g_C = torch.zeros_like(coef), torch.zeros_like(C)
         for f, g in zip(feats.split(ctx.rows), gS.split(ctx.rows, dim=1)):
-            phi = torch.exp(f @ coef_t)  # [c, r, n]
+            phi = _gauss_exp(f @ coef_t, inplace=True)  # [c, r, n]
             g_C.baddbmm_(phi.transpose(1, 2), g)
             g_phi = torch.bmm(g, C_t).mul_(phi)  # d/dE of exp: times phi
             g_coef.baddbmm_(g_phi.transpose(1, 2), f.expand(len(coef), -1, -1))

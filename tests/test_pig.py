@@ -86,6 +86,39 @@ def test_fused_chunked_and_plain_evaluations_agree(monkeypatch):
         assert torch.allclose(a, b, rtol=1e-11, atol=1e-11 * float(b.abs().max()))
 
 
+def test_float32_drops_only_negligible_gaussian_tails():
+    """Below float64 the Gaussian tensor is exactly zero where exp(exponent) < ~2e-22
+    (`EXP_FLOOR`: float32 CPU kernels are many times slower on those tails). With narrow
+    Gaussians, where most exponents are below the floor, the float32 jet (fused path), the
+    float32 embedding under autograd and their parameter gradients agree with float64's to
+    float32 precision."""
+    import copy
+
+    from methods.gaussians import EXP_FLOOR
+
+    net64 = _net(n_gaussians=40, channels=3, width=8)
+    with torch.no_grad():
+        net64.embedding.sigma.uniform_(0.04, 0.06, generator=torch.Generator().manual_seed(5))
+    net32 = copy.deepcopy(net64).float()
+    x = _points(200)
+    xn = net64.norm(x)
+    e = -0.5 * (((xn[:, None, None] - net64.embedding.mu) / net64.embedding.sigma) ** 2).sum(-1)
+    assert float((e < EXP_FLOOR).double().mean()) > 0.5  # most terms are dropped in float32
+    j64, j32 = jet_forward(net64, x, PLAN)[0], jet_forward(net32, x.float(), PLAN)[0]
+    for row, key in enumerate(KEYS):
+        err = (j32[row].double() - j64[row]).abs().max() / j64[row].abs().max()
+        assert err < 1e-4, (key, float(err))
+    loss = lambda j: (j[4] + j[6]).square().sum()  # noqa: E731
+    g64 = torch.autograd.grad(loss(j64), list(net64.parameters()), allow_unused=True)
+    g32 = torch.autograd.grad(loss(j32), list(net32.parameters()), allow_unused=True)
+    for a, b in zip(g32, g64, strict=True):
+        if b is not None:
+            assert float((a.double() - b).abs().max()) <= 1e-3 * float(b.abs().max())
+    plain = net32.embedding(net32.norm(x.float()).requires_grad_(True)).detach()
+    ref = net64.embedding(xn).detach()
+    assert float((plain.double() - ref).abs().max()) < 1e-4 * float(ref.abs().max())
+
+
 @pytest.mark.parametrize("backend", ["auto", "autograd"])
 def test_error_falls_on_helmholtz(backend):
     # a small embedding of wide Gaussians on the (1, 1) mode: seconds, not minutes
