@@ -251,6 +251,15 @@ class Partition:
         return w[:, ids].movedim(-1, 1)
 
 
+IC_FLOOR = 1e-6  # the smallest |u0| the relative start residual divides by
+
+
+def start_scale(u0: Tensor) -> Tensor:
+    """What the relative start residual (u - u0) / start_scale(u0) divides by (`initial=
+    'penalty'`): |u0|, at least IC_FLOOR."""
+    return u0.abs().clamp_min(IC_FLOOR)
+
+
 # -- the constraint system of one hard_moe shot ---------------------------------------------
 class ConstraintSystem:
     """The residuals of one shot as functions of the coefficients w [B, E, N].
@@ -262,11 +271,9 @@ class ConstraintSystem:
     `initial`: `exact` (the basis's frame 0 is zero and the frames are u0 + sum_k w_k b_k, so
     the start holds by construction) or `penalty` (PI-HC-MoE's diffusion–sorption code: the
     frames are sum_k w_k b_k, frame 0 included, and the partition's `ic` points carry the
-    relative residual (u - u0) / max(|u0|, IC_FLOOR) of a single-channel state). `weights`
+    relative residual (u - u0) / `start_scale(u0)` of a single-channel state). `weights`
     scales named residuals (e.g. {"pde": 0.2}).
     """
-
-    IC_FLOOR = 1e-6
 
     def __init__(
         self,
@@ -309,10 +316,7 @@ class ConstraintSystem:
             target = part.gather(u0[:, None, 0].expand(bsz, t_len, *u0.shape[2:]), "ic")
             self.t0["ic"] = {"u": part.gather(terms0["u"], "ic")}
             self.tb["ic"] = {"u": part.gather(terms_b["u"], "ic").movedim(1, 2)}
-            self.fixed["ic"] = {
-                "ic_target": target,
-                "ic_scale": target.abs().clamp_min(self.IC_FLOOR),
-            }
+            self.fixed["ic"] = {"ic_target": target, "ic_scale": start_scale(target)}
         scale = weights or {}
         self.weight = {
             r: (part.weight[r].to(b) * scale.get(r, 1.0)).expand(bsz, -1, -1) for r in self.names
@@ -447,7 +451,7 @@ def field_loss(
         if u0 is None:
             raise ValueError("an `ic` mask needs the start state u0")
         target = u0[:, None, 0]
-        res["ic"] = (u[:, :, 0] - target) / target.abs().clamp_min(ConstraintSystem.IC_FLOOR)
+        res["ic"] = (u[:, :, 0] - target) / start_scale(target)
     scale = weights or {}
     total = u.new_zeros(u.shape[0])
     for name, r in res.items():
